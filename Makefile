@@ -1,0 +1,42 @@
+# tpslab: `make demo` sets up .venv and runs the main job on the small profile;
+# `make test` sets up .venv and runs the tests (unit tests, then the notebooks under nbval).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tpslab-installed
+PROFILE ?= smoke
+NBVAL_DIR ?= $(CURDIR)/.nbval-run
+
+.PHONY: install demo test unit nbval reproduce notebooks lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,notebooks,medical]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tpslab)" > /dev/null
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m tpslab demo --profile $(PROFILE)
+
+test: install unit nbval
+
+unit: install
+	$(PY) -m pytest tests
+
+# Re-executes every notebook with its default (smoke) parameters and compares the cells marked
+# NBVAL_CHECK_OUTPUT with the outputs stored in the committed .ipynb; results go to a scratch folder.
+nbval: install
+	rm -rf $(NBVAL_DIR)
+	cd notebooks && TPSLAB_RESULTS=$(NBVAL_DIR)/results TPSLAB_DATA=$(NBVAL_DIR)/data \
+		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
+		--nbval-kernel-name python3 -p no:cacheprovider -q .
+
+reproduce: install
+	$(PY) -m tpslab reproduce --profile $(PROFILE)
+
+lint: install
+	$(VENV)/bin/ruff check tpslab tests
+
+clean:
+	rm -rf $(NBVAL_DIR) .pytest_cache

@@ -1,0 +1,102 @@
+"""tpslab.backbone: patch tokens, image embeddings, the prompt-aware text encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tpslab.backbone import build_backbone, default_layers, load_clip, resize_position_grid
+from tpslab.utils import TPSLabError
+
+
+@pytest.fixture(scope="module")
+def bb():
+    return build_backbone("tpslab-tiny", seed=0)
+
+
+def test_default_layers_scale_the_papers_choice():
+    assert default_layers(24) == (6, 12, 18, 24)
+    assert default_layers(12) == (3, 6, 9, 12)
+    assert default_layers(4) == (1, 2, 3, 4)
+
+
+def test_image_features_shapes_and_projection(bb, images):
+    f = bb.encode_image(images)
+    assert f.embedding.shape == (4, 64)
+    assert [p.shape for p in f.patches] == [(4, 64, 64)] * 4  # 8x8 patches of 64 px, D=64
+    # patch tokens are ln_post + proj of the block outputs: check the last block by hand
+    v = bb.clip.visual
+    out = v.forward_intermediates(images, indices=[3], output_fmt="NLC", intermediates_only=True)
+    expected = v.ln_post(out["image_intermediates"][0]) @ v.proj
+    torch.testing.assert_close(f.patches[-1], expected)
+    # open_clip's embedding is encode_image
+    torch.testing.assert_close(f.embedding, bb.clip.encode_image(images))
+
+
+def test_authors_embedding_skips_ln_post(bb, images):
+    ours = bb.encode_image(images, "open_clip").embedding
+    theirs = bb.encode_image(images, "authors").embedding
+    v = bb.clip.visual
+    out = v.forward_intermediates(images, indices=[3], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True)
+    torch.testing.assert_close(theirs, out["image_intermediates_prefix"][0][:, 0] @ v.proj)
+    assert not torch.allclose(ours, theirs)
+
+
+def test_text_encoder_matches_open_clip_without_prompts(bb):
+    tokens = bb.tokenize(["a photo of a damaged part.", "x x object with all parts flawless."])
+    ours = bb.encode_text(bb.embed_tokens(tokens), tokens)
+    torch.testing.assert_close(ours, bb.clip.encode_text(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_deep_prompts_replace_positions_after_sot(bb):
+    tokens = bb.tokenize(["x x x x x the damaged part."])
+    emb = bb.embed_tokens(tokens)
+    plain = bb.encode_text(emb, tokens)
+    prompt = torch.randn(4, bb.text_width)
+    deep = bb.encode_text(emb, tokens, [prompt])
+    assert not torch.allclose(plain, deep)
+    # replacing at layer 2 what layer 1 already put there is not a no-op, but the same prompt twice is deterministic
+    torch.testing.assert_close(deep, bb.encode_text(emb, tokens, [prompt.clone()]))
+    with pytest.raises(TPSLabError):
+        bb.encode_text(emb, tokens, [prompt] * bb.num_text_layers)
+
+
+def test_position_grid_resized_bilinear_without_antialias():
+    clip = load_clip("tpslab-tiny", seed=0)
+    before = clip.visual.positional_embedding.detach().clone()
+    resize_position_grid(clip.visual, 96)
+    after = clip.visual.positional_embedding
+    assert after.shape == (1 + 12 * 12, 64) and clip.visual.grid_size == (12, 12)
+    grid = before[1:].reshape(1, 8, 8, 64).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(12, 12), mode="bilinear", align_corners=False).permute(0, 2, 3, 1).reshape(144, 64)
+    torch.testing.assert_close(after[1:], expected)
+    torch.testing.assert_close(after[:1], before[:1])
+    bb = build_backbone("tpslab-tiny", image_size=96)
+    assert bb.encode_image(torch.zeros(1, 3, 96, 96)).patches[0].shape == (1, 144, 64)
+
+
+def test_clip_is_frozen_and_stays_in_eval(bb):
+    assert not any(p.requires_grad for p in bb.parameters())
+    bb.train()
+    assert not bb.clip.training
+
+
+def test_bad_backbone_inputs_are_one_line_errors(tmp_path, bb):
+    with pytest.raises(TPSLabError, match="unknown backbone"):
+        build_backbone("ViT-Nonexistent")
+    with pytest.raises(TPSLabError, match="not found"):
+        build_backbone("tpslab-tiny", pretrained=str(tmp_path / "missing.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(TPSLabError, match="cannot load CLIP"):
+        build_backbone("tpslab-tiny", pretrained=str(bad))
+    with pytest.raises(TPSLabError, match="expects 64x64"):
+        bb.encode_image(torch.zeros(1, 3, 32, 32))
+
+
+def test_same_seed_same_random_weights():
+    a, b = load_clip("tpslab-tiny", seed=3), load_clip("tpslab-tiny", seed=3)
+    c = load_clip("tpslab-tiny", seed=4)
+    assert torch.equal(a.visual.proj, b.visual.proj)
+    assert not torch.equal(a.visual.proj, c.visual.proj)

@@ -1,0 +1,79 @@
+"""tpslab.cli and predict: one-line errors for bad input, overlays and scores for good input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tpslab
+from tpslab.cli import main
+from tpslab.train import TrainConfig, train
+from tpslab.data.dataset import AnomalyDataset
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    model = tpslab.build_model(seed=0)
+    train(model, AnomalyDataset(tiny_data["train"], 64), TrainConfig(epochs=1, cache_features=True, device="cpu"),
+          out, progress=False, log=lambda s: None)
+    return out / "checkpoint.pt"
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tpslab: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_missing_meta_is_one_line(capsys, tmp_path, checkpoint):
+    err = one_line_error(capsys, ["evaluate", str(tmp_path), "--checkpoint", str(checkpoint), "--quiet"])
+    assert "meta.json" in err
+
+
+def test_bad_checkpoint_is_one_line(capsys, tmp_path, tiny_data):
+    bad = tmp_path / "x.pt"
+    bad.write_text("nope")
+    one_line_error(capsys, ["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(bad), "--quiet"])
+    one_line_error(capsys, ["evaluate", str(tiny_data["heldout"]), "--quiet"])  # no checkpoint at all
+
+
+def test_predict_writes_scores_and_overlays(tmp_path, checkpoint, tiny_data):
+    folder = tiny_data["heldout"].parent / "camera"
+    assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    scores = (tmp_path / "p" / "scores.csv").read_text().splitlines()
+    n_images = len([p for p in folder.rglob("*.png") if "ground_truth" not in p.parts])
+    n_masks = len(list((folder / "ground_truth").rglob("*.png")))
+    assert len(scores) == 1 + n_images + n_masks  # a folder is scanned recursively, masks included
+    assert len(list((tmp_path / "p").glob("*_overlay.png"))) == len(scores) - 1
+
+
+def test_predict_handles_odd_images_and_rejects_unreadable(capsys, tmp_path, checkpoint):
+    Image.fromarray(np.full((40, 30), 200, np.uint8)).save(tmp_path / "grey.png")
+    Image.fromarray(np.zeros((20, 20, 4), np.uint8)).save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(tmp_path / "deep.png")
+    assert main(["predict", str(tmp_path / "grey.png"), str(tmp_path / "rgba.png"), str(tmp_path / "deep.png"),
+                 "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    err = one_line_error(capsys, ["predict", str(tmp_path / "broken.png"), "--checkpoint", str(checkpoint),
+                                  "--out", str(tmp_path / "o2"), "--quiet"])
+    assert "broken.png" in err
+    one_line_error(capsys, ["predict", str(tmp_path / "nothing-here"), "--checkpoint", str(checkpoint), "--out",
+                            str(tmp_path / "o3")])
+
+
+def test_evaluate_writes_tables(tmp_path, checkpoint, tiny_data, capsys):
+    assert main(["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint), "--out", str(tmp_path),
+                 "--quiet", "--name", "heldout"]) == 0
+    assert (tmp_path / "heldout_metrics.csv").is_file() and "| mean |" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "tpslab", "--help"], capture_output=True, text=True, check=True)
+    for command in ("demo", "train", "evaluate", "predict", "prepare", "reproduce"):
+        assert command in out.stdout

@@ -1,0 +1,283 @@
+"""The frozen CLIP backbone, through open_clip's public API.
+
+TPS needs three things from CLIP:
+
+* patch tokens of a few vision blocks (6, 12, 18, 24 of ViT-L-14-336), each passed
+  through ``ln_post`` and ``proj`` into the joint image-text space;
+* an image embedding, either as open_clip computes it (``ln_post`` then ``proj`` on
+  the final class token) or as the authors' code does (``proj`` without ``ln_post``);
+* a text encoder that takes *embeddings* instead of token ids, so that learnable
+  context vectors can stand in for words, and that swaps learnable "deep prompts"
+  into the first positions of the sequence before chosen layers.
+
+The whole CLIP is frozen (``requires_grad=False``, eval mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torch import nn
+
+from tpslab.utils import TPSLabError
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(CONFIG_DIR)  # registers "tpslab-tiny" (file stem = model name)
+
+PAPER_LAYERS = (6, 12, 18, 24)  # 1-based vision blocks whose patch tokens TPS uses (of 24)
+
+
+def default_layers(num_blocks: int) -> tuple[int, ...]:
+    """The paper's blocks 6/12/18/24 of 24, scaled to a model with ``num_blocks`` blocks.
+
+    >>> default_layers(24), default_layers(12), default_layers(4)
+    ((6, 12, 18, 24), (3, 6, 9, 12), (1, 2, 3, 4))
+    """
+    return tuple(max(1, round(b * num_blocks / 24)) for b in PAPER_LAYERS)
+
+
+@dataclass
+class ImageFeatures:
+    """What the frozen image encoder gives TPS for a batch.
+
+    Attributes:
+        embedding: (B, D) image embedding in the joint space (not normalised).
+        patches: one (B, L, D) tensor per selected block, patch tokens in the joint space.
+    """
+
+    embedding: torch.Tensor
+    patches: list[torch.Tensor]
+
+    def to(self, device: torch.device | str) -> ImageFeatures:
+        return ImageFeatures(self.embedding.to(device), [p.to(device) for p in self.patches])
+
+    def index(self, idx: torch.Tensor | slice) -> ImageFeatures:
+        return ImageFeatures(self.embedding[idx], [p[idx] for p in self.patches])
+
+
+def load_clip(
+    name: str = "tpslab-tiny",
+    pretrained: str | None = None,
+    image_size: int | None = None,
+    pos_resize: str = "bilinear",
+    quick_gelu: bool | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """Create an open_clip CLIP model, frozen, in eval mode.
+
+    Args:
+        name: an open_clip architecture (``"ViT-L-14-336"``), our ``"tpslab-tiny"``, or
+            ``"local-dir:/path"`` (a folder with ``open_clip_config.json`` and weights).
+        pretrained: ``None`` (seeded random weights), a tag such as ``"openai"``, or a
+            checkpoint file path.
+        image_size: input size if different from the architecture's (518 for TPS).
+        pos_resize: ``"bilinear"`` resizes the position grid as the authors do
+            (bilinear, no antialias); ``"open_clip"`` uses ``force_image_size``
+            (bicubic with antialias, slightly different numbers).
+        quick_gelu: force QuickGELU; default: on for the ``openai`` tag.
+        seed: seed for random weights.
+
+    Raises:
+        TPSLabError: for an unknown architecture, a missing checkpoint file, or weights
+            that cannot be fetched here.
+    """
+    if pos_resize not in ("bilinear", "open_clip"):
+        raise TPSLabError(f"pos_resize must be 'bilinear' or 'open_clip', got {pos_resize!r}")
+    is_local_dir = name.startswith("local-dir:")
+    if not is_local_dir and name not in open_clip.list_models():
+        raise TPSLabError(f"unknown backbone {name!r}; try 'tpslab-tiny', 'ViT-B-16', 'ViT-L-14-336' or 'local-dir:PATH'")
+    if pretrained and pretrained != "openai" and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
+        if not Path(pretrained).is_file():
+            raise TPSLabError(f"{pretrained}: checkpoint file not found")
+    if quick_gelu is None:
+        quick_gelu = pretrained == "openai"
+    kwargs = {}
+    if image_size and pos_resize == "open_clip":
+        kwargs["force_image_size"] = image_size
+    torch.manual_seed(seed)
+    quiet = logging.getLogger()
+    level = quiet.level
+    if pretrained is None:  # open_clip warns about random weights; for us they are the point
+        quiet.setLevel(logging.ERROR)
+    try:
+        clip = open_clip.create_model(name, pretrained=None if is_local_dir else pretrained,
+                                      force_quick_gelu=quick_gelu, **kwargs)
+    except Exception as err:  # noqa: BLE001 - open_clip raises many kinds; all mean "cannot load"
+        msg = f"{err.__class__.__name__}: {str(err).splitlines()[0]}" if str(err) else err.__class__.__name__
+        raise TPSLabError(f"cannot load CLIP {name!r} (pretrained={pretrained!r}): {msg}. "
+                          "Weights cannot be downloaded here: pass a local checkpoint file or 'local-dir:PATH'.") from None
+    finally:
+        quiet.setLevel(level)
+    if image_size and pos_resize == "bilinear" and image_size != clip.visual.image_size[0]:
+        resize_position_grid(clip.visual, image_size)
+    clip.eval()
+    for p in clip.parameters():
+        p.requires_grad_(False)
+    return clip
+
+
+def resize_position_grid(visual: nn.Module, image_size: int) -> None:
+    """Resize a ViT's learned position grid for ``image_size`` inputs (bilinear, no antialias).
+
+    This is what the authors' code does on the fly (24x24 -> 37x37 for 518 px with
+    patch 14); the class token's position is kept as is.
+    """
+    pos = visual.positional_embedding.detach()  # (1 + g*g, W)
+    patch = visual.patch_size[0]
+    old, new = math.isqrt(pos.shape[0] - 1), image_size // patch
+    grid = pos[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, W, g, g)
+    grid = F.interpolate(grid, size=(new, new), mode="bilinear", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(new * new, -1)  # (g'*g', W)
+    visual.positional_embedding = nn.Parameter(torch.cat([pos[:1], grid]), requires_grad=False)
+    visual.image_size = (image_size, image_size)
+    visual.grid_size = (new, new)
+
+
+class Backbone(nn.Module):
+    """A frozen open_clip CLIP with the encoders TPS needs.
+
+    Args:
+        clip: an open_clip ``CLIP`` model (ViT image tower, standard text tower).
+        name: its architecture name (kept for checkpoints and error messages).
+        layers: 1-based vision blocks whose patch tokens are used; default: the
+            paper's 6/12/18/24, scaled to the model's depth.
+    """
+
+    def __init__(self, clip: nn.Module, name: str, layers: tuple[int, ...] | None = None):
+        super().__init__()
+        if not hasattr(clip.visual, "forward_intermediates") or not hasattr(clip, "token_embedding"):
+            raise TPSLabError(f"{name}: TPS needs a ViT image tower and open_clip's standard text tower")
+        self.clip = clip
+        self.name = name
+        self.num_blocks = len(clip.visual.transformer.resblocks)
+        self.layers = tuple(layers) if layers else default_layers(self.num_blocks)
+        if any(not 1 <= b <= self.num_blocks for b in self.layers):
+            raise TPSLabError(f"layers {self.layers} out of range for {name} ({self.num_blocks} blocks)")
+        self.tokenizer = open_clip.get_tokenizer(name)
+
+    # -- sizes ---------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.clip.visual.image_size[0]
+
+    @property
+    def grid_size(self) -> int:
+        return self.clip.visual.grid_size[0]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.visual.proj.shape[1]
+
+    @property
+    def text_width(self) -> int:
+        return self.clip.ln_final.weight.shape[0]
+
+    @property
+    def num_text_layers(self) -> int:
+        return len(self.clip.transformer.resblocks)
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(False)  # CLIP stays in eval mode whatever the caller asks
+        return self
+
+    # -- image side ----------------------------------------------------------------
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor, embedding: str = "open_clip") -> ImageFeatures:
+        """Image embedding and projected patch tokens of the selected blocks.
+
+        Args:
+            images: (B, 3, S, S), preprocessed, S = ``image_size``.
+            embedding: ``"open_clip"`` (ln_post then proj on the final class token) or
+                ``"authors"`` (proj on the final class token without ln_post).
+        """
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise TPSLabError(f"images are {tuple(images.shape[-2:])}, the backbone expects {self.image_size}x{self.image_size}")
+        visual = self.clip.visual
+        last = self.num_blocks - 1
+        indices = sorted({b - 1 for b in self.layers} | {last})
+        out = visual.forward_intermediates(images, indices=indices, output_fmt="NLC",
+                                           output_extra_tokens=True, intermediates_only=False)
+        by_block = dict(zip(indices, out["image_intermediates"]))  # block -> (B, L, W)
+        patches = [visual.ln_post(by_block[b - 1]) @ visual.proj for b in self.layers]  # (B, L, D)
+        if embedding == "open_clip":
+            emb = out["image_features"]  # (B, D)
+        elif embedding == "authors":
+            cls_last = dict(zip(indices, out["image_intermediates_prefix"]))[last][:, 0]  # (B, W)
+            emb = cls_last @ visual.proj  # (B, D), no ln_post
+        else:
+            raise TPSLabError(f"image embedding must be 'open_clip' or 'authors', got {embedding!r}")
+        return ImageFeatures(emb.float(), [p.float() for p in patches])
+
+    # -- text side -----------------------------------------------------------------
+    def tokenize(self, sentences: list[str]) -> torch.Tensor:
+        """Token ids (N, context_length) of plain sentences."""
+        return self.tokenizer(sentences)
+
+    @torch.no_grad()
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Word embeddings (N, context_length, W) of token ids."""
+        return self.clip.token_embedding(tokens.to(self.clip.token_embedding.weight.device))
+
+    def encode_text(
+        self,
+        embeddings: torch.Tensor,
+        tokens: torch.Tensor,
+        deep_prompts: list[torch.Tensor] | None = None,
+        projection: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Text features from word embeddings, with optional deep prompts.
+
+        Args:
+            embeddings: (N, T, W) word embeddings (learnable context already in place).
+            tokens: (N, T) the token ids, used only to find the end-of-text position.
+            deep_prompts: ``deep_prompts[k]`` of shape (n, W) replaces positions ``1..n``
+                at the input of text layer ``k + 2`` (1-based; layer 1 sees ``embeddings``).
+            projection: the (W, D) text projection; default CLIP's own.
+
+        Returns:
+            (N, D) text features, not normalised.
+        """
+        clip = self.clip
+        deep_prompts = deep_prompts or []
+        if len(deep_prompts) >= self.num_text_layers:
+            raise TPSLabError(f"{len(deep_prompts)} deep prompt layers, but the text encoder has {self.num_text_layers} layers")
+        # The mask is causal, so nothing after the last end-of-text token can change the
+        # features: cut the sequence there (exact, and ~3x cheaper than 77 tokens).
+        length = int(tokens.argmax(dim=-1).max()) + 1
+        x = (embeddings + clip.positional_embedding)[:, :length]  # (N, T', W)
+        attn_mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]
+        batch_first = getattr(clip.transformer, "batch_first", True)
+        for k, block in enumerate(clip.transformer.resblocks):
+            if 1 <= k <= len(deep_prompts):
+                prompt = deep_prompts[k - 1]  # (n, W)
+                n = prompt.shape[0]
+                x = torch.cat([x[:, :1], prompt.unsqueeze(0).expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+            x = block(x if batch_first else x.transpose(0, 1), attn_mask=attn_mask)
+            x = x if batch_first else x.transpose(0, 1)
+        x = clip.ln_final(x)  # (N, T, W)
+        eot = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]  # (N, W): the EOT token has the largest id
+        return eot @ (clip.text_projection if projection is None else projection)  # (N, D)
+
+
+def build_backbone(
+    name: str = "tpslab-tiny",
+    pretrained: str | None = None,
+    image_size: int | None = None,
+    layers: tuple[int, ...] | None = None,
+    pos_resize: str = "bilinear",
+    seed: int = 0,
+) -> Backbone:
+    """Load CLIP (see :func:`load_clip`) and wrap it as a TPS :class:`Backbone`."""
+    clip = load_clip(name, pretrained, image_size, pos_resize=pos_resize, seed=seed)
+    return Backbone(clip, name, layers)

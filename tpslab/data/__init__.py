@@ -1,0 +1,1 @@
+"""Data: the meta.json format, reading images, data sets, preparation, synthetic data."""

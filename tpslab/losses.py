@@ -1,0 +1,56 @@
+"""Losses of TPS (paper Eq. 11), exactly as the spec states them.
+
+``L = CE(image_logits, y) + sum_i [ Focal(S_i, mask) + Dice(S_i[a], mask) + Dice(S_i[n], 1 - mask) ]``
+
+where ``S_i`` are the per-layer probabilities upsampled to the image, (B, 2, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SMOOTH = 1e-5
+
+
+def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss on probabilities (no alpha), averaged over pixels.
+
+    With one-hot targets clamped to ``[1e-5, 1 - 1e-5]`` (label smoothing) and
+    ``pt = sum_c onehot_c * p_c + 1e-5``: ``loss = -(1 - pt)^gamma * log(pt)``.
+
+    Args:
+        probs: (B, C, H, W) class probabilities.
+        target: (B, H, W) integer-valued class map (here 0 normal, 1 anomalous).
+    """
+    c = probs.shape[1]
+    p = probs.permute(0, 2, 3, 1).reshape(-1, c)  # (N, C)
+    onehot = F.one_hot(target.reshape(-1).long(), c).to(p.dtype)
+    onehot = onehot.clamp(SMOOTH / (c - 1), 1.0 - SMOOTH)
+    pt = (onehot * p).sum(dim=1) + SMOOTH
+    return (-(1 - pt).pow(gamma) * pt.log()).mean()
+
+
+def dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss per image, averaged: ``1 - (2 sum(p m) + 1) / (sum(p) + sum(m) + 1)``.
+
+    Args:
+        prob: (B, H, W) probabilities of the foreground.
+        target: (B, H, W) binary mask.
+    """
+    p, m = prob.flatten(1), target.flatten(1)
+    dice = (2 * (p * m).sum(1) + 1) / (p.sum(1) + m.sum(1) + 1)
+    return (1 - dice).mean()
+
+
+def segmentation_loss(layer_probs: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+    """Sum over layers of Focal + Dice(anomalous, mask) + Dice(normal, 1 - mask)."""
+    total = masks.new_zeros(())
+    for probs in layer_probs:  # (B, 2, H, W)
+        total = total + focal_loss(probs, masks) + dice_loss(probs[:, 1], masks) + dice_loss(probs[:, 0], 1 - masks)
+    return total
+
+
+def image_loss(image_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the (already temperature-scaled) image logits (B, 2)."""
+    return F.cross_entropy(image_logits, labels.long())

@@ -1,0 +1,281 @@
+"""The TPS model: frozen CLIP + global/shunt prompt learners + pathway modules.
+
+Scores (paper Eq. 9-10), for an image with embedding ``v`` and patch tokens ``z_i`` of
+each selected layer ``i``::
+
+    C   = softmax([<v, t_g^n>, <v, t_g^a>] / 0.07)          image score = C[anomalous]
+    S_i = softmax([<z_p, s_i^n>, <z_p, s_i^a>] / 0.07)       per patch p, s_i = pathway_i(t_s, t_g, z_i)
+    map = sum_i (S_i[a] + 1 - S_i[n]) / 2                    after bilinear upsampling to the image
+
+(all vectors L2-normalised). With a two-way softmax ``S_i[n] = 1 - S_i[a]``, so each term
+of the map equals ``S_i[a]``; the paper's formula is kept for fidelity.
+
+Two variants, chosen by ``TPSConfig.variant``:
+
+* ``"paper"``: one pathway per layer, used in training and at inference; the image
+  embedding is open_clip's; CLIP is frozen.
+* ``"authors-code"``: what the released code does: one pathway shared by all layers and
+  discarded at inference (maps from the plain shunt features), the image embedding
+  without ``ln_post``, deep prompts cast through fp16, and CLIP's ``text_projection``
+  fine-tuned with the pathway.
+
+Each behaviour is also a field of its own, so ablations can mix them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from tpslab import prompts as P
+from tpslab.backbone import Backbone, ImageFeatures, build_backbone
+from tpslab.pathway import Pathway
+from tpslab.utils import TPSLabError
+
+VARIANTS = ("paper", "authors-code")
+
+
+@dataclass
+class TPSConfig:
+    """Everything that defines a TPS model (saved in every checkpoint)."""
+
+    backbone: str = "tpslab-tiny"  # open_clip architecture, or "local-dir:PATH"
+    pretrained: str | None = None  # None (seeded random), "openai", or a checkpoint file
+    image_size: int | None = None  # input size; None = the architecture's (518 for the paper)
+    layers: tuple[int, ...] | None = None  # 1-based vision blocks; None = 6/12/18/24 scaled
+    variant: str = "paper"  # "paper" or "authors-code" (sets the four fields below when None)
+    shared_pathway: bool | None = None  # one pathway for all layers (authors' code)
+    pathway_at_inference: bool | None = None  # use the pathway when predicting (paper: yes)
+    image_embedding: str | None = None  # "open_clip" or "authors" (class token @ proj, no ln_post)
+    fp16_deep_prompts: bool | None = None  # cast deep prompts through fp16 (authors' code)
+    train_text_projection: bool | None = None  # fine-tune CLIP's text projection (authors' code)
+    prompts: str = "learned"  # "learned" (TPS) or "fixed" (ablation A1's words)
+    pathway: bool = True  # False: no pathway at all (ablation A1)
+    n_ctx: int = 12  # learnable context vectors per sentence
+    deep_depth: int = 9  # deep prompts at text layers 2..depth (of 12; scaled)
+    deep_length: int = 4  # deep prompt vectors per layer
+    global_noun: str = P.GLOBAL_NOUN  # "object" (object-agnostic) or a class name
+    heads: int = 8  # pathway attention heads
+    temperature: float = 0.07  # softmax temperature of Eq. 9-10
+    pos_resize: str = "bilinear"  # position-grid resize: "bilinear" (authors) or "open_clip"
+    seed: int = 0  # seeds random CLIP weights and the learnable parameters
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise TPSLabError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        code = self.variant == "authors-code"
+        defaults = dict(shared_pathway=code, pathway_at_inference=not code, fp16_deep_prompts=code,
+                        train_text_projection=code, image_embedding="authors" if code else "open_clip")
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.prompts not in ("learned", "fixed"):
+            raise TPSLabError(f"prompts must be 'learned' or 'fixed', got {self.prompts!r}")
+        if self.layers is not None:
+            self.layers = tuple(int(b) for b in self.layers)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TPSConfig:
+        """Build from a dict (a checkpoint's or a profile's), rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TPSLabError(f"unknown model setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = list(d["layers"]) if d["layers"] else None
+        return d
+
+
+@dataclass
+class TPSOutput:
+    """Raw outputs for a batch (everything the loss needs).
+
+    Attributes:
+        image_logits: (B, 2) cosine similarities / temperature, [normal, anomalous].
+        patch_logits: one (B, L, 2) tensor per layer.
+    """
+
+    image_logits: torch.Tensor
+    patch_logits: list[torch.Tensor]
+
+
+@dataclass
+class Prediction:
+    """What ``TPS.predict`` returns.
+
+    Attributes:
+        image_scores: (B,) probability of "anomalous", in [0, 1].
+        anomaly_maps: (B, H, W), unsmoothed, in [0, number of layers].
+    """
+
+    image_scores: torch.Tensor
+    anomaly_maps: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def upsample_probs(patch_logits: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, L, 2) patch logits -> (B, 2, size, size) probabilities (softmax, then bilinear)."""
+    b, n, _ = patch_logits.shape
+    g = int(round(n**0.5))
+    probs = patch_logits.softmax(dim=-1).transpose(1, 2).reshape(b, 2, g, g)  # (B, 2, g, g)
+    return F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def anomaly_map(layer_probs: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of (S_a + 1 - S_n) / 2; each entry (B, 2, H, W) -> (B, H, W)."""
+    return sum((p[:, 1] + 1 - p[:, 0]) / 2 for p in layer_probs)
+
+
+class TPS(nn.Module):
+    """Text Prompt Shunt on a frozen CLIP.
+
+    Args:
+        config: the model's settings.
+        backbone: a prebuilt backbone (else built from ``config``).
+    """
+
+    def __init__(self, config: TPSConfig, backbone: Backbone | None = None):
+        super().__init__()
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.backbone = backbone or build_backbone(config.backbone, config.pretrained, config.image_size,
+                                                   config.layers, config.pos_resize, config.seed)
+        torch.manual_seed(config.seed + 1)  # learnable parts: same init whatever CLIP's size
+        bb = self.backbone
+        deep = P.deep_prompt_layers(bb.num_text_layers, config.deep_depth)
+        code = config.variant == "authors-code"
+        if config.prompts == "learned":
+            global_s = P.learned_sentences(P.GLOBAL_STATES, config.global_noun, config.n_ctx)
+            shunt_s = P.learned_sentences(P.SHUNT_STATES, P.SHUNT_NOUN, config.n_ctx)
+            n_ctx = config.n_ctx
+        else:
+            global_s = P.fixed_sentences(P.FIXED_GLOBAL, config.global_noun)
+            shunt_s = P.fixed_sentences(P.FIXED_SHUNT, P.SHUNT_NOUN)
+            n_ctx = 0
+        kw = dict(n_ctx=n_ctx, deep_layers=deep, deep_length=config.deep_length,
+                  fp16_deep_prompts=config.fp16_deep_prompts, unused_projections=code)
+        self.global_prompts = P.PromptLearner(bb, global_s, **kw)
+        self.shunt_prompts = P.PromptLearner(bb, shunt_s, **kw)
+        n_pathways = 0 if not config.pathway else 1 if config.shared_pathway else len(bb.layers)
+        self.pathways = nn.ModuleList([Pathway(bb.embed_dim, config.heads) for _ in range(n_pathways)])
+        self.text_projection = nn.Parameter(bb.clip.text_projection.detach().clone(),
+                                            requires_grad=bool(config.train_text_projection))
+        self.preprocess = make_preprocess(bb)
+
+    # -- pieces --------------------------------------------------------------------
+    def train(self, mode: bool = True) -> TPS:
+        super().train(mode)
+        self.backbone.train(False)
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned parameters only (prompts, pathways, text projection); CLIP stays out."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def encode_images(self, images: torch.Tensor) -> ImageFeatures:
+        """Frozen CLIP features of preprocessed images (cacheable across epochs)."""
+        return self.backbone.encode_image(images, self.config.image_embedding)
+
+    def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global, shunt) text features, each (2, D): row 0 normal, row 1 anomalous."""
+        return (self.global_prompts(self.backbone, self.text_projection),
+                self.shunt_prompts(self.backbone, self.text_projection))
+
+    def pathway_for(self, layer: int) -> Pathway | None:
+        if not self.pathways:
+            return None
+        return self.pathways[0 if self.config.shared_pathway else layer]
+
+    def use_pathway(self) -> bool:
+        return bool(self.pathways) and (self.training or self.config.pathway_at_inference)
+
+    # -- forward -------------------------------------------------------------------
+    def forward_features(self, feats: ImageFeatures, return_attention: bool = False) -> TPSOutput:
+        """Scores from cached image features (Eq. 9-10), before softmax."""
+        t = self.config.temperature
+        global_t, shunt_t = self.text_features()  # (2, D) each
+        v = F.normalize(feats.embedding, dim=-1)  # (B, D)
+        image_logits = v @ F.normalize(global_t, dim=-1).T / t  # (B, 2)
+        b = v.shape[0]
+        patch_logits, attention = [], []
+        for i, z in enumerate(feats.patches):  # z: (B, L, D)
+            s = shunt_t.expand(b, -1, -1)  # (B, 2, D)
+            if self.use_pathway():
+                out = self.pathway_for(i)(s, global_t.expand(b, -1, -1), z, return_attention=return_attention)
+                s, att = out if return_attention else (out, None)
+                attention.append(att)
+            elif self.pathways and return_attention:  # authors-code inference: computed, then discarded
+                attention.append(self.pathway_for(i)(s, global_t.expand(b, -1, -1), z, return_attention=True)[1])
+            logits = F.normalize(z, dim=-1) @ F.normalize(s, dim=-1).transpose(1, 2) / t  # (B, L, 2)
+            patch_logits.append(logits)
+        out = TPSOutput(image_logits, patch_logits)
+        if return_attention:
+            out.attention = attention  # type: ignore[attr-defined]
+        return out
+
+    def forward(self, images: torch.Tensor) -> TPSOutput:
+        return self.forward_features(self.encode_images(images))
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, return_layers: bool = False) -> Prediction:
+        """Image scores and anomaly maps for preprocessed images (B, 3, S, S)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.forward_features(self.encode_images(images))
+        finally:
+            self.train(was_training)
+        size = images.shape[-1]
+        probs = [upsample_probs(p, size) for p in out.patch_logits]  # (B, 2, S, S) each
+        extras = {"layer_probs": probs} if return_layers else {}
+        return Prediction(out.image_logits.softmax(-1)[:, 1], anomaly_map(probs), extras)
+
+
+def make_preprocess(backbone: Backbone):
+    """PIL image -> (3, S, S) tensor: bicubic resize to S x S (no aspect kept), OpenAI mean/std."""
+    from tpslab.data.dataset import image_transform
+
+    mean, std = backbone.mean_std
+    return image_transform(backbone.image_size, mean, std)
+
+
+def build_model(
+    backbone: str = "tpslab-tiny",
+    pretrained: str | None = None,
+    image_size: int | None = None,
+    variant: str = "paper",
+    seed: int = 0,
+    **settings: Any,
+) -> TPS:
+    """Build a TPS model.
+
+    >>> model = build_model("tpslab-tiny", seed=0)           # tiny, random CLIP, CPU  # doctest: +SKIP
+    >>> model = build_model("ViT-L-14-336", "openai", 518)   # the paper's  # doctest: +SKIP
+
+    Args:
+        backbone: open_clip architecture name (or ``local-dir:PATH``).
+        pretrained: ``None``, ``"openai"`` or a checkpoint file.
+        image_size: input size (518 for the paper).
+        variant: ``"paper"`` or ``"authors-code"``.
+        seed: seed for random weights and learnable parameters.
+        **settings: any other :class:`TPSConfig` field.
+    """
+    cfg = TPSConfig.from_dict(dict(backbone=backbone, pretrained=pretrained, image_size=image_size,
+                                   variant=variant, seed=seed, **settings))
+    return TPS(cfg)
+
+
+def load_image_tensor(model: TPS, path: str) -> torch.Tensor:
+    """Read an image file and preprocess it for ``model`` (3, S, S)."""
+    from tpslab.data.images import load_image
+
+    img: Image.Image = load_image(path)
+    return model.preprocess(img)
