@@ -11,8 +11,8 @@ from PIL import Image
 
 import tpslab
 from tpslab.cli import main
-from tpslab.train import TrainConfig, train
 from tpslab.data.dataset import AnomalyDataset
+from tpslab.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

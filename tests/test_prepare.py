@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tpslab.data.images import load_mask
 from tpslab.data.meta import load_meta
 from tpslab.data.prepare import (
     DATASETS,
@@ -233,12 +234,12 @@ def test_visa_from_the_csv(tmp_path):
     assert pairs(path)["Anomaly/001.JPG"] == "001.png"
 
 
-def test_visa_label_index_masks_get_binary_copies(tmp_path):
+def test_visa_label_index_masks_read_as_defects(tmp_path):
     ft.visa(tmp_path, ["candle"], mask_value=2)  # VisA stores defect-type indices, not 255
-    path = prepare_dataset("visa", tmp_path, classes=["candle"])
+    path = prepare_dataset("visa", tmp_path, classes=["candle"])  # content check passes: non-zero = defect
     s = load_meta(path).splits["test"]["candle"][-1]
-    assert s["mask_path"] == "binary_masks/candle/Data/Masks/Anomaly/001.png"
-    assert set(np.unique(np.asarray(Image.open(tmp_path / s["mask_path"])))) == {0, 255}
+    assert s["mask_path"] == "candle/Data/Masks/Anomaly/001.png"
+    assert load_mask(tmp_path / s["mask_path"]).max() == 1.0
 
 
 def test_visa_errors(tmp_path):

@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tpslab import viz
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.data.meta import load_meta
-from tpslab.evaluate import evaluate, predict_dataset, write_table
+from tpslab.evaluate import evaluate, write_table
 from tpslab.model import TPS, TPSConfig
 from tpslab.profiles import Profile, data_root, load_profile, results_root
 from tpslab.train import TrainConfig, train
 from tpslab.utils import TPSLabError
-from tpslab import viz
 
 
 def synthetic_metas(profile: Profile, root: Path, progress: bool = True) -> dict[str, Path]:

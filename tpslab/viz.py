@@ -6,7 +6,6 @@ Figures made from synthetic data or random weights must say so; pass ``label`` (
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -32,14 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from tpslab.data.images import IMAGE_SUFFIXES, load_mask
 from tpslab.data.meta import Meta, load_meta, raise_problems, structure_problems, write_meta
 from tpslab.data.validate import content_problems
 from tpslab.data.volumes import HU_WINDOW, convert_msd, parse_window
-from tpslab.utils import TPSLabError, atomic_path
+from tpslab.utils import TPSLabError
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +312,6 @@ def _visa(ctx: Context, classes: str | list[str] | None = None) -> None:
     if not rows or not columns <= {k.strip() for k in rows[0]}:
         raise TPSLabError(f"{table}: expected the columns {', '.join(sorted(columns))}")
     seen: set[str] = set()
-    copies = 0
     for n, raw in enumerate(rows, start=2):
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
         if row["object"] not in wanted:
@@ -343,38 +339,10 @@ def _visa(ctx: Context, classes: str | list[str] | None = None) -> None:
         elif _mask_key(mask.stem) != img.stem:
             ctx.problems.append(f"{mask}: mask name does not match its image {img.name} ({where})")
             continue
-        else:
-            binary = _binary_mask_copy(ctx, mask)
-            copies += binary != mask
-            mask = binary
         ctx.add(row["split"], Sample(img, mask, row["object"], "bad", 1))
-    if copies:
-        ctx.notes.append(f"{ctx.dest / 'binary_masks'}: {copies} label-index mask(s) copied as 0/255 and used from here")
     for cls in wanted:
         if cls not in ctx.samples["test"]:
             ctx.problems.append(f"{table}: no test rows for class {cls!r}")
-
-
-def _binary_mask_copy(ctx: Context, mask: Path) -> Path:
-    """VisA masks hold defect-type indices (1, 2, ...), which read as nearly black.
-
-    For a mask whose largest value is between 2 and 127, write a 0/255 copy (non-zero ->
-    255, as VisA's own ``prepare_data.py`` does) under ``<dest>/binary_masks/`` and
-    return its path; return the mask itself otherwise.
-    """
-    try:
-        with Image.open(mask) as img:
-            arr = np.asarray(img)
-    except OSError:
-        return mask  # reported by the content check
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=-1)
-    if arr.dtype != np.uint8 or not 2 <= int(arr.max()) < 128:
-        return mask
-    copy = ctx.dest / "binary_masks" / mask.relative_to(ctx.root).with_suffix(".png")
-    with atomic_path(copy, suffix=".png") as tmp:
-        Image.fromarray(((arr > 0) * 255).astype(np.uint8)).save(tmp, format="PNG")
-    return copy
 
 
 def _image_mask_pairs(ctx: Context, candidates: list[tuple[str, str]], cls: str, images: str | None,

@@ -62,11 +62,7 @@ def mask_problem(mask: np.ndarray, anomaly: int | None = None) -> str | None:
                 "save it as 0/255")
     marked = int((mask >= 0.5).sum())
     if anomaly == 1 and marked == 0:
-        hint = ""
-        if mask.max() > 0:
-            hint = (f" (its largest value is {round(float(mask.max()) * 255)}/255: a mask of label indices 1, 2, ...?"
-                    " save it as 0/255)")
-        return f"mask of an anomalous sample marks no pixel{hint}"
+        return "mask of an anomalous sample marks no pixel"
     if anomaly == 0 and marked > 0:
         return f"mask of a normal sample marks {marked} pixel(s)"
     return None

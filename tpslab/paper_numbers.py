@@ -1,0 +1,82 @@
+"""The published numbers of TPS, typed in as data (never computed here).
+
+Source: Ma, Xie, Ye, Li, Fang, "Aligning and Prompting Anything for Zero-Shot Generalized
+Anomaly Detection", AAAI 2025 (``/work/shared/paper/tps-aaai2025.md`` in this project):
+Tables 1, 2 and 3, as printed (percent, one decimal). Each entry is a pair:
+
+* Table 1 (classification): (image AUROC, image AP);
+* Table 2 (segmentation): (pixel AUROC, pixel AUPRO);
+* Table 3 (TPS trained on medical data): classification rows (AUROC, AP), segmentation
+  rows (AUROC, AUPRO), for "TPS (Industrial)" (trained on MVTec AD) and "TPS (Medical)"
+  (trained on HeadCT for classification, on ISIC for segmentation).
+
+Figure 3 (ablation A1 vs A2) is a bar chart whose values are not printed in the paper's
+text, so it is not typed in; A2 is TPS itself, i.e. the TPS column of Tables 1 and 2.
+
+The data-set keys are tpslab's (``tpslab prepare NAME``); ``DATASET_NAMES`` gives the
+paper's spelling.
+"""
+
+from __future__ import annotations
+
+SOURCE = "Ma et al., Aligning and Prompting Anything for Zero-Shot Generalized Anomaly Detection, AAAI 2025"
+
+METHODS = ("CLIP", "WinCLIP", "AnomalyCLIP", "MuSc", "TPS")
+
+DATASET_NAMES = {
+    "mvtec": "MVTec AD", "visa": "VisA", "mpdd": "MPDD", "btad": "BTAD", "sdsaliency900": "SD-saliency-900",
+    "rsdds": "RSDDS-113", "headct": "HeadCT", "brainmri": "BrainMRI", "br35h": "Br35H", "isic": "ISIC",
+    "kvasir": "Kvasir", "tn3k": "TN3k", "msd": "MSD",
+}
+
+# (category, |C| = number of classes) as printed in Tables 1 and 2.
+CATEGORY = {
+    "mvtec": ("Obj & texture", 15), "visa": ("Obj", 12), "mpdd": ("Obj", 6), "btad": ("Obj", 3),
+    "sdsaliency900": ("Texture", 1), "rsdds": ("Texture", 1), "headct": ("Brain", 1), "brainmri": ("Brain", 1),
+    "br35h": ("Brain", 1), "isic": ("Skin", 1), "kvasir": ("Colon", 1), "tn3k": ("Thyroid", 1), "msd": ("Lung", 1),
+}
+
+# Table 1: ZSAD classification, (AUROC, AP) per method.
+TABLE1 = {
+    "mvtec": {"CLIP": (74.1, 87.6), "WinCLIP": (91.8, 96.5), "AnomalyCLIP": (91.5, 96.2), "MuSc": (97.8, 99.1), "TPS": (96.4, 98.4)},
+    "visa": {"CLIP": (66.4, 71.5), "WinCLIP": (78.1, 81.2), "AnomalyCLIP": (82.1, 85.4), "MuSc": (92.8, 93.5), "TPS": (83.3, 85.6)},
+    "mpdd": {"CLIP": (54.3, 65.4), "WinCLIP": (63.6, 69.9), "AnomalyCLIP": (77.0, 82.0), "MuSc": (61.7, 75.4), "TPS": (73.3, 74.7)},
+    "btad": {"CLIP": (34.5, 52.5), "WinCLIP": (68.2, 70.9), "AnomalyCLIP": (88.3, 87.3), "MuSc": (96.5, 93.9), "TPS": (88.1, 90.0)},
+    "headct": {"CLIP": (56.5, 58.4), "WinCLIP": (81.8, 80.2), "AnomalyCLIP": (93.0, 91.1), "MuSc": (68.6, 58.5), "TPS": (92.3, 91.9)},
+    "brainmri": {"CLIP": (73.9, 81.7), "WinCLIP": (86.6, 91.5), "AnomalyCLIP": (90.2, 92.4), "MuSc": (88.4, 86.0), "TPS": (92.4, 93.8)},
+    "br35h": {"CLIP": (78.4, 78.8), "WinCLIP": (80.5, 82.2), "AnomalyCLIP": (84.9, 73.8), "MuSc": (91.0, 81.7), "TPS": (96.2, 96.1)},
+}
+
+# Table 2: ZSAD segmentation, (pixel AUROC, AUPRO) per method.
+TABLE2 = {
+    "mvtec": {"CLIP": (38.4, 11.3), "WinCLIP": (85.1, 64.6), "AnomalyCLIP": (91.1, 81.4), "MuSc": (97.3, 93.8), "TPS": (94.4, 90.9)},
+    "visa": {"CLIP": (46.6, 14.8), "WinCLIP": (79.6, 56.8), "AnomalyCLIP": (95.5, 86.7), "MuSc": (98.8, 92.7), "TPS": (95.5, 90.9)},
+    "mpdd": {"CLIP": (62.1, 33.0), "WinCLIP": (76.4, 48.9), "AnomalyCLIP": (96.5, 88.7), "MuSc": (98.2, 81.0), "TPS": (97.2, 92.1)},
+    "btad": {"CLIP": (30.6, 4.4), "WinCLIP": (72.7, 27.3), "AnomalyCLIP": (94.2, 74.8), "MuSc": (98.1, 81.6), "TPS": (94.2, 80.9)},
+    "sdsaliency900": {"CLIP": (34.3, 2.4), "WinCLIP": (78.5, 33.1), "AnomalyCLIP": (84.9, 73.8), "MuSc": (82.2, 52.2), "TPS": (89.4, 75.6)},
+    "rsdds": {"CLIP": (26.7, 2.6), "WinCLIP": (64.3, 30.5), "AnomalyCLIP": (94.8, 83.5), "MuSc": (94.2, 67.7), "TPS": (96.3, 88.6)},
+    "isic": {"CLIP": (33.1, 5.8), "WinCLIP": (83.3, 55.1), "AnomalyCLIP": (89.7, 78.4), "MuSc": (77.6, 39.7), "TPS": (91.2, 83.7)},
+    "kvasir": {"CLIP": (44.6, 17.7), "WinCLIP": (69.7, 24.5), "AnomalyCLIP": (78.9, 45.1), "MuSc": (74.6, 36.8), "TPS": (78.8, 45.2)},
+    "tn3k": {"CLIP": (42.3, 7.3), "WinCLIP": (70.7, 39.8), "AnomalyCLIP": (81.4, 50.5), "MuSc": (77.3, 53.4), "TPS": (80.2, 47.9)},
+    "msd": {"CLIP": (41.1, 8.7), "WinCLIP": (88.5, 60.8), "AnomalyCLIP": (89.8, 59.9), "MuSc": (86.3, 50.5), "TPS": (93.3, 71.2)},
+}
+
+# Table 3: TPS trained on industrial (MVTec AD) vs medical auxiliary data.
+# task -> data set -> {"TPS (Industrial)": pair, "TPS (Medical)": pair}
+TABLE3 = {
+    "classification": {
+        "headct": {"TPS (Industrial)": (92.3, 91.9), "TPS (Medical)": (99.9, 99.9)},
+        "brainmri": {"TPS (Industrial)": (92.4, 93.8), "TPS (Medical)": (96.8, 98.1)},
+        "br35h": {"TPS (Industrial)": (96.2, 96.1), "TPS (Medical)": (98.4, 98.5)},
+    },
+    "segmentation": {
+        "isic": {"TPS (Industrial)": (91.2, 83.7), "TPS (Medical)": (99.6, 98.1)},
+        "kvasir": {"TPS (Industrial)": (78.8, 45.2), "TPS (Medical)": (86.1, 50.0)},
+        "tn3k": {"TPS (Industrial)": (80.2, 47.9), "TPS (Medical)": (86.5, 44.4)},
+        "msd": {"TPS (Industrial)": (93.3, 71.2), "TPS (Medical)": (95.0, 81.9)},
+    },
+}
+
+# Which metrics each table's pairs are, as tpslab.evaluate names them.
+TABLE_METRICS = {1: ("image_auroc", "image_ap"), 2: ("pixel_auroc", "pixel_aupro"),
+                 "classification": ("image_auroc", "image_ap"), "segmentation": ("pixel_auroc", "pixel_aupro")}
