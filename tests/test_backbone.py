@@ -100,3 +100,22 @@ def test_same_seed_same_random_weights():
     c = load_clip("tpslab-tiny", seed=4)
     assert torch.equal(a.visual.proj, b.visual.proj)
     assert not torch.equal(a.visual.proj, c.visual.proj)
+
+
+def test_weights_from_a_file_and_from_local_dir(tmp_path, images):
+    """The three ways weights arrive (tag, file, local-dir): file and local-dir work offline."""
+    import json
+
+    from tpslab.backbone import CONFIG_DIR
+
+    source = load_clip("tpslab-tiny", seed=7)
+    torch.save(source.state_dict(), tmp_path / "tiny.pt")
+    from_file = build_backbone("tpslab-tiny", pretrained=str(tmp_path / "tiny.pt"), seed=0)
+    torch.testing.assert_close(from_file.clip.visual.proj, source.visual.proj)
+    folder = tmp_path / "tiny-dir"
+    folder.mkdir()
+    cfg = json.loads((CONFIG_DIR / "tpslab-tiny.json").read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.save(source.state_dict(), folder / "open_clip_pytorch_model.bin")
+    from_dir = build_backbone(f"local-dir:{folder}", seed=0)
+    torch.testing.assert_close(from_dir.encode_image(images).embedding, from_file.encode_image(images).embedding)

@@ -101,10 +101,12 @@ class TPSOutput:
     Attributes:
         image_logits: (B, 2) cosine similarities / temperature, [normal, anomalous].
         patch_logits: one (B, L, 2) tensor per layer.
+        attention: with ``return_attention``, one (B, 2, L) tensor per layer (empty without a pathway).
     """
 
     image_logits: torch.Tensor
     patch_logits: list[torch.Tensor]
+    attention: list[torch.Tensor] | None = None  # per layer (B, 2, L): the pathway's MHA_eta weights, if asked
 
 
 @dataclass
@@ -216,10 +218,7 @@ class TPS(nn.Module):
                 attention.append(self.pathway_for(i)(s, global_t.expand(b, -1, -1), z, return_attention=True)[1])
             logits = F.normalize(z, dim=-1) @ F.normalize(s, dim=-1).transpose(1, 2) / t  # (B, L, 2)
             patch_logits.append(logits)
-        out = TPSOutput(image_logits, patch_logits)
-        if return_attention:
-            out.attention = attention  # type: ignore[attr-defined]
-        return out
+        return TPSOutput(image_logits, patch_logits, attention if return_attention else None)
 
     def forward(self, images: torch.Tensor) -> TPSOutput:
         return self.forward_features(self.encode_images(images))
