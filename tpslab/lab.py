@@ -32,7 +32,15 @@ import tpslab
 from tpslab import metrics, viz
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.data.meta import load_meta
-from tpslab.evaluate import METRIC_COLUMNS, default_sigma, predict_dataset, score_class, to_markdown, write_table
+from tpslab.evaluate import (
+    METRIC_COLUMNS,
+    default_sigma,
+    evaluate,
+    predict_dataset,
+    score_class,
+    to_markdown,
+    write_table,
+)
 from tpslab.model import TPS, TPSConfig
 from tpslab.profiles import Profile, data_root, load_profile, results_root
 from tpslab.train import CHECKPOINT, TrainConfig, load_checkpoint, train
@@ -72,6 +80,7 @@ class Lab:
 
     def save_figure(self, fig, name: str) -> None:
         """Show ``fig`` in the notebook, then save ``figures/<name>.png`` and ``.pdf``."""
+        fig.tight_layout()  # keeps a two-line title clear of the panels' titles
         try:
             from IPython.display import display
             display(fig)
@@ -88,6 +97,12 @@ class Lab:
         if latex:
             atomic_write_text(stem.with_suffix(".tex"), to_latex(table, note))
         print(f"saved {shown(stem)}.csv, .md" + (", .tex" if latex else ""))
+
+    def evaluate(self, model: TPS, dataset: str) -> pd.DataFrame:
+        """``tpslab.evaluate.evaluate`` on a located data set, with the profile's settings."""
+        ev = self.profile.evaluate
+        return evaluate(model, self.datasets()[dataset], dataset_name=dataset, batch_size=ev.get("batch_size", 8),
+                        aupro_method=ev.get("aupro_method", "exact"), device=self.device, progress=False)
 
     def checkpoint(self, run: str = "main") -> Path:
         return self.out / "train" / run / CHECKPOINT
@@ -151,13 +166,12 @@ def needed_datasets(profile: Profile) -> list[str]:
 
 
 def missing_datasets(profile: Profile, root: Path) -> list[str]:
-    """One line per real data set without a ``meta.json``, naming the command that makes it."""
+    """One entry per real data set without a ``meta.json``: its name and the command that makes one."""
     if profile.data.get("kind") == "synthetic":
         return []
-    roots = profile.data.get("roots", {})
-    return [f"data set {n}: no {root / roots.get(n, n) / 'meta.json'}; get it (data/README.md), then run "
-            f"`tpslab prepare {n} {root / roots.get(n, n)}`" for n in needed_datasets(profile)
-            if not (root / roots.get(n, n) / "meta.json").is_file()]
+    folders = {n: root / profile.data.get("roots", {}).get(n, n) for n in needed_datasets(profile)}
+    return [f"{n} (get it, see data/README.md, then `tpslab prepare {n} {shown(f)}`)"
+            for n, f in folders.items() if not (f / "meta.json").is_file()]
 
 
 def missing_weights(profile: Profile) -> str | None:
@@ -237,6 +251,21 @@ def sample_batch(meta: Path, image_size: int, n: int, n_anomalous: int | None = 
     return {"images": torch.stack([it["image"] for it in items]), "masks": [it["mask"].numpy() for it in items],
             "rgb": [viz.to_rgb(it["image"]) for it in items], "labels": [it["label"] for it in items],
             "classes": [it["cls_name"] for it in items]}
+
+
+def plot_samples(batch: dict[str, Any], title: str, label: str):
+    """Sample images (defects outlined in red) above their masks."""
+    n = len(batch["rgb"])
+    fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 3.6), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(batch["rgb"][j])
+        axes[0, j].contour(batch["masks"][j], levels=[0.5], colors="red", linewidths=0.8)
+        axes[0, j].set_title(f"{batch['classes'][j]}\n{'anomalous' if batch['labels'][j] else 'normal'}", fontsize=7)
+        axes[1, j].imshow(batch["masks"][j], cmap="gray", vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(f"{title}\n({label})", fontsize=9)
+    return fig
 
 
 # ----------------------------------------------------------------------------- training
@@ -418,3 +447,47 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
 def show_table(table: pd.DataFrame, digits: int = 1) -> None:
     """Print a table as Markdown, numbers rounded (what nbval compares)."""
     print(to_markdown(table, digits), end="")
+
+
+def _pair(mean: pd.DataFrame, dataset: str, run: str | None, cols: tuple[str, str]) -> str:
+    row = mean[(mean["dataset"] == dataset) & (mean["run"] == run)]
+    return f"{row[cols[0]].iloc[0]:.1f}, {row[cols[1]].iloc[0]:.1f}" if len(row) else "not run"
+
+
+def paper_layout(number: int, ours: pd.DataFrame, profile: Profile, column: str) -> pd.DataFrame:
+    """Table 1 or 2 in the paper's layout: the published columns, then ours (``03_metrics.csv``).
+
+    Data sets that the paper does not have (the synthetic domains) are added as rows of their
+    own, with "-" in the published columns.
+    """
+    from tpslab import paper_numbers as pn
+
+    published, cols = (pn.TABLE1, pn.TABLE_METRICS[1]) if number == 1 else (pn.TABLE2, pn.TABLE_METRICS[2])
+    mean = ours[ours["class"] == "mean"]
+    runs = {d: r for d, r in evaluation_plan(profile) if not r.startswith("medical-")}
+    rows = [{"Datasets": pn.DATASET_NAMES[d], "Category": pn.CATEGORY[d][0], "|C|": pn.CATEGORY[d][1],
+             **{m if m != "TPS" else "TPS (paper)": f"{v[m][0]:.1f}, {v[m][1]:.1f}" for m in pn.METHODS},
+             column: _pair(mean, d, runs.get(d), cols)} for d, v in published.items()]
+    for d, r in runs.items():
+        if d not in pn.DATASET_NAMES:
+            n = int((ours[(ours["dataset"] == d) & (ours["run"] == r)]["class"] != "mean").sum())
+            rows.append({"Datasets": d, "Category": "synthetic" if profile.data.get("kind") == "synthetic" else "other",
+                         "|C|": n, **{m if m != "TPS" else "TPS (paper)": "-" for m in pn.METHODS},
+                         column: _pair(mean, d, r, cols)})
+    return pd.DataFrame(rows)
+
+
+def table3_layout(ours: pd.DataFrame, profile: Profile, column: str) -> pd.DataFrame:
+    """Table 3: TPS trained on industrial vs medical data, published beside ours."""
+    from tpslab import paper_numbers as pn
+
+    mean = ours[ours["class"] == "mean"]
+    main = {d: r for d, r in evaluation_plan(profile) if not r.startswith("medical-")}
+    rows = []
+    for task, sets in pn.TABLE3.items():
+        for d, v in sets.items():
+            rows.append({"Task": task.capitalize(), "Dataset": pn.DATASET_NAMES[d],
+                         **{f"{k} (paper)": f"{a:.1f}, {b:.1f}" for k, (a, b) in v.items()},
+                         f"{column}, industrial": _pair(mean, d, main.get(d), pn.TABLE_METRICS[task]),
+                         f"{column}, medical": _pair(mean, d, f"medical-{task}", pn.TABLE_METRICS[task])})
+    return pd.DataFrame(rows)

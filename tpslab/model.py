@@ -24,7 +24,7 @@ Each behaviour is also a field of its own, so ablations can mix them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ from torch import nn
 from tpslab import prompts as P
 from tpslab.backbone import Backbone, ImageFeatures, build_backbone
 from tpslab.pathway import Pathway
-from tpslab.utils import TPSLabError
+from tpslab.utils import TPSLabError, check_fields
 
 VARIANTS = ("paper", "authors-code")
 
@@ -82,10 +82,7 @@ class TPSConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TPSConfig:
         """Build from a dict (a checkpoint's or a profile's), rejecting unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TPSLabError(f"unknown model setting(s): {', '.join(unknown)}")
+        check_fields(cls, data, "model")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

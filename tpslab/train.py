@@ -12,7 +12,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from tpslab.backbone import ImageFeatures
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.losses import image_loss, segmentation_loss
 from tpslab.model import TPS, TPSConfig, upsample_probs
-from tpslab.utils import TPSLabError, atomic_torch_save, atomic_write_text
+from tpslab.utils import TPSLabError, atomic_torch_save, atomic_write_text, check_fields
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "tpslab-checkpoint-v1"
@@ -47,10 +47,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TPSLabError(f"unknown training setting(s): {', '.join(unknown)}")
+        """Build from a dict (a profile's or a checkpoint's), rejecting unknown keys."""
+        check_fields(cls, data, "training")
         data = dict(data)
         if "betas" in data:
             data["betas"] = tuple(data["betas"])

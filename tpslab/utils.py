@@ -8,6 +8,7 @@ import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,10 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def check_fields(cls: type, data: dict[str, Any], what: str) -> None:
+    """Raise a one-line error naming any key of ``data`` that is not a field of dataclass ``cls``."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise TPSLabError(f"unknown {what} setting(s): {', '.join(unknown)}")

@@ -87,6 +87,7 @@ def plot_examples(images: list[np.ndarray], maps: list[np.ndarray], masks: list[
     for i, name in enumerate(("image", "ground truth", "anomaly map")):
         axes[i, 0].text(-0.1, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
     _title(fig, title, label)
+    fig.tight_layout(rect=(0.02, 0, 1, 0.9))
     return fig
 
 

@@ -1,0 +1,159 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Quickstart: build TPS, score images, look at the maps
+#
+# **What you will learn.** How a TPS model is put together (a frozen CLIP, two prompt
+# learners and the pathway modules), every sentence it is given, how it scores a whole
+# image (paper Eq. 9) and each pixel (Eq. 10), and how the lab's two variants differ:
+# `"paper"` (what the paper describes) and `"authors-code"` (what the released code does).
+#
+# **What this reproduces.** Nothing numeric yet: the model here is *untrained*. With the
+# default `smoke` profile its CLIP is a tiny network with random weights, so its scores mean
+# nothing until notebook 02 trains it; every figure says so under its title.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | course | paper, or the path of a profile YAML
+results_dir = None  # None: $TPSLAB_RESULTS or results/, then /<profile>
+data_dir = None  # None: $TPSLAB_DATA or data/
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+import tpslab.lab
+from tpslab import viz
+from tpslab.data.dataset import mask_to_tensor
+from tpslab.data.synthetic import HELDOUT_CLASSES, render_sample, sample_rng
+from tpslab.model import build_model
+
+lab = tpslab.lab.setup(profile, results_dir, data_dir)
+
+# %% [markdown]
+# ## 1. Build the model
+#
+# `build_model` takes the profile's model settings: the open_clip architecture, its weights
+# (`None` = seeded random, `"openai"`, or a file) and the input size (518 in the paper).
+# CLIP is frozen; TPS learns only the prompts, the pathways and (authors' code only) CLIP's
+# text projection.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+model = build_model(**lab.profile.model)
+bb = model.backbone
+parts = {"CLIP (frozen)": bb, "global prompts": model.global_prompts, "shunt prompts": model.shunt_prompts,
+         "pathways": model.pathways}
+for name, module in parts.items():
+    n = sum(p.numel() for p in module.parameters() if p.requires_grad or name.startswith("CLIP"))
+    print(f"{name:>15}: {n:>11,} parameters")
+print(f"input {bb.image_size} px, patch grid {bb.grid_size}x{bb.grid_size}, patch tokens of blocks {bb.layers}"
+      f" of {bb.num_blocks}, joint space D = {bb.embed_dim}")
+
+# %% [markdown]
+# ## 2. Every sentence the model is given
+#
+# Two prompt learners, each with a *normal* and an *anomalous* sentence. The **global**
+# prompts describe the whole image (classification, Eq. 2); the **shunt** prompts describe a
+# part of it (segmentation, Eq. 3). Each `X` is a learnable context vector; `object` makes
+# the prompts object-agnostic (AnomalyCLIP's idea).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for name, learner in (("global", model.global_prompts), ("shunt", model.shunt_prompts)):
+    for kind, sentence in zip(("normal", "anomalous"), learner.sentences):
+        print(f"{name:>6} {kind:>9}: {sentence}")
+
+# %% [markdown]
+# ## 3. Score a few images
+#
+# Six crops of photographs that ship with scikit-image, three with a painted-in defect
+# (the same generator as the synthetic data sets, made here in memory). `model.predict`
+# returns one **image score** per image, `softmax([<v, t_g^n>, <v, t_g^a>] / 0.07)[anomalous]`
+# (Eq. 9), and one **anomaly map** per image: for each of the 4 layers the per-patch
+# probability of "anomalous" against the shunt features (Eq. 10), upsampled and summed.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+kinds = [None, "scratch", "spot", None, "scratch", "spot"]
+samples = [render_sample(c, d, sample_rng(0, c, 0), 256) for c, d in zip(HELDOUT_CLASSES, kinds)]
+images = torch.stack([model.preprocess(Image.fromarray(img)) for _, img, _ in samples])
+masks = [mask_to_tensor(m / 255.0, bb.image_size).numpy() for _, _, m in samples]
+pred = model.predict(images.to(lab.device), return_layers=True)
+print("images", tuple(images.shape), "-> image_scores", tuple(pred.image_scores.shape),
+      "and anomaly_maps", tuple(pred.anomaly_maps.shape))
+print("image scores:", np.round(pred.image_scores.cpu().numpy(), 3))
+print(f"map values from {pred.anomaly_maps.min():.3f} to {pred.anomaly_maps.max():.3f} (4 layers, each in [0, 1])")
+
+# %% [markdown]
+# The paper writes the map as the sum over layers of `(S_a + 1 - S_n) / 2`. With a two-way
+# softmax `S_n = 1 - S_a`, so each term is just `S_a`: the check below shows the two agree.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+probs = pred.extras["layer_probs"]  # per layer (B, 2, S, S): [normal, anomalous]
+gap = max(((p[:, 1] + 1 - p[:, 0]) / 2 - p[:, 1]).abs().max().item() for p in probs)
+print(f"max |(S_a + 1 - S_n)/2 - S_a| over layers and pixels below 1e-6: {gap < 1e-6}")
+
+# %% [markdown]
+# **What to see:** each column is one image (top), its defect mask (middle) and the anomaly
+# map laid over it (bottom, red = more anomalous, one colour scale for the row). Untrained,
+# the maps follow image content (edges, dark regions), not the defects, and the scores are
+# arbitrary: a normal image can score higher than a damaged one.
+
+# %%
+rgb = [viz.to_rgb(x) for x in images]
+captions = [f"{c}\n{d or 'normal'}, score {s:.2f}" for c, d, s in zip(HELDOUT_CLASSES, kinds, pred.image_scores)]
+lab.save_figure(viz.plot_examples(rgb, list(pred.anomaly_maps.cpu().numpy()), masks, captions,
+                                  "Untrained TPS (paper variant)", lab.label), "00_untrained_maps_paper")
+
+# %% [markdown]
+# ## 4. The two variants
+#
+# The authors' released code differs from the paper in five ways (spec: `[code]` items).
+# Each is a field of `TPSConfig`, and `variant="authors-code"` switches all of them on:
+# one pathway shared by all layers, *discarded at inference*; the image embedding without
+# CLIP's final LayerNorm; deep prompts cast through fp16; CLIP's text projection fine-tuned.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+code = build_model(**lab.profile.model, variant="authors-code")
+fields = ["shared_pathway", "pathway_at_inference", "image_embedding", "fp16_deep_prompts", "train_text_projection"]
+table = pd.DataFrame({v: [getattr(m.config, f) for f in fields] + [len(m.pathways),
+                                                                    sum(p.numel() for p in m.parameters() if p.requires_grad)]
+                      for v, m in (("paper", model), ("authors-code", code))},
+                     index=fields + ["pathway modules", "learned parameters"])
+print(table.to_string())
+
+# %% [markdown]
+# Same images, same seed, the authors'-code variant. Its prompts start from the same values,
+# so the differences come from the variant alone: no pathway in the maps, another image embedding.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pred_code = code.predict(images.to(lab.device))
+print("image scores:", np.round(pred_code.image_scores.cpu().numpy(), 3))
+diff = (pred_code.anomaly_maps - pred.anomaly_maps).abs().mean().item()
+print(f"mean |map difference| paper vs authors-code: {diff:.3f}")
+
+# %% [markdown]
+# **What to see:** compared with the figure above, the maps change although both models are
+# untrained and share their prompts: the authors' code scores the patches with the plain shunt
+# features, without the pathway's image-specific adjustment.
+
+# %%
+lab.save_figure(viz.plot_examples(rgb, list(pred_code.anomaly_maps.cpu().numpy()), masks, captions,
+                                  "Untrained TPS (authors'-code variant)", lab.label), "00_untrained_maps_authors_code")
+
+# %% [markdown]
+# **Next:** 01 makes (or checks) the data sets, 02 trains the prompts and the pathways.

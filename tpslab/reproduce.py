@@ -1,0 +1,163 @@
+"""``tpslab reproduce --profile NAME``: run the numbered notebooks in order with papermill.
+
+Each notebook ``notebooks/NN_*.py`` (the jupytext twin of ``NN_*.ipynb``) is executed with
+the parameters ``profile``, ``results_dir`` and ``data_dir``; the executed copies go to
+``results/<profile>/notebooks/``, tables to ``results/<profile>/tables/`` and figures (PNG
+and PDF) to ``results/<profile>/figures/``. Before anything runs, the profile is checked:
+CLIP weights present in the local cache (nothing is downloaded), every real data set
+prepared (its ``meta.json``), a GPU if the profile asks for one.
+
+``python -m tpslab.reproduce sync`` rebuilds the committed ``notebooks/*.ipynb`` from the
+``.py`` files and executes them with the default (``smoke``) parameters, stripping
+execution counts and volatile metadata but keeping cell tags (nbval compares them).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from tpslab import lab
+from tpslab.profiles import Profile, data_root, load_profile, results_root
+from tpslab.utils import TPSLabError
+
+NOTEBOOKS = lab.PROJECT / "notebooks"
+KERNEL = "python3"
+
+
+def notebook_sources(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (their ``.py`` twins), in order; ``only`` keeps those whose name starts so."""
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    if not found:
+        raise TPSLabError(f"{NOTEBOOKS}: no numbered notebooks (tpslab reproduce needs a source checkout)")
+    if only:
+        unknown = [o for o in only if not any(p.stem.startswith(o) for p in found)]
+        if unknown:
+            raise TPSLabError(f"no notebook {unknown[0]!r}; there are: {', '.join(p.stem for p in found)}")
+        found = [p for p in found if any(p.stem.startswith(o) for o in only)]
+    return found
+
+
+def preflight(profile: Profile, data: Path) -> None:
+    """Raise one clear error if the profile cannot run here (weights, data sets, GPU)."""
+    import torch
+
+    problems = []
+    if profile.device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(f"it needs a GPU (device: {profile.device}) and none is visible")
+    weights = lab.missing_weights(profile)
+    if weights:
+        problems.append(weights)
+    missing = lab.missing_datasets(profile, data)
+    if missing:
+        problems.append(f"{len(missing)} data set(s) not prepared under {lab.shown(data)}: " + "; ".join(missing))
+    if problems:
+        raise TPSLabError(f"profile {profile.name!r} cannot run here: " + " | ".join(problems))
+
+
+def _read_notebook(source: Path):
+    import jupytext
+
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{source.stem[:2]}-{i:02d}"  # stable ids: clean diffs
+    return nb
+
+
+def _kernel_env() -> None:
+    """Kernels see the checkout's tpslab (even when not pip-installed) and never download weights."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if (lab.PROJECT / "tpslab").is_dir():
+        paths = [str(lab.PROJECT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+
+def run_notebook(source: Path, dest: Path, parameters: dict | None, cwd: Path) -> float:
+    """Execute one notebook into ``dest``; return seconds. Raises TPSLabError naming the notebook."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(_read_notebook(source), dest)
+    t0 = time.time()
+    try:
+        papermill.execute_notebook(dest, dest, parameters=parameters, kernel_name=KERNEL, progress_bar=False,
+                                   cwd=str(cwd))
+    except PapermillExecutionError as err:
+        raise TPSLabError(f"notebook {source.stem} failed: {err.ename}: {err.evalue.strip()} "
+                          f"(the partly executed copy is {lab.shown(dest)})") from None
+    return time.time() - t0
+
+
+def reproduce(profile: str = "smoke", out: str | None = None, data: str | None = None,
+              only: list[str] | None = None) -> int:
+    """Run the notebooks of ``profile`` in order; print where everything went. Returns the exit code."""
+    prof = load_profile(profile)
+    out_dir = lab.project_path(out or results_root() / prof.name)
+    data_dir = lab.project_path(data_root(data))
+    sources = notebook_sources(only)
+    preflight(prof, data_dir)
+    _kernel_env()
+    t0 = time.time()
+    print(f"profile {prof.name}: {prof.description}")
+    params = {"profile": str(profile), "results_dir": str(out_dir), "data_dir": str(data_dir)}
+    for i, source in enumerate(sources, 1):
+        print(f"[{i}/{len(sources)}] {source.stem} ...", end=" ", flush=True)
+        seconds = run_notebook(source, out_dir / "notebooks" / f"{source.stem}.ipynb", params, lab.PROJECT)
+        print(f"{seconds:.0f} s", flush=True)
+    print(f"done in {time.time() - t0:.0f} s; everything is in {lab.shown(out_dir)}/:")
+    for sub, what in (("notebooks", "executed notebooks"), ("tables", "tables (CSV, Markdown, LaTeX)"),
+                      ("figures", "figures (PNG and PDF)"), ("train", "checkpoints")):
+        if (out_dir / sub).is_dir():
+            print(f"  {lab.shown(out_dir / sub)}/  {what}: {len(list((out_dir / sub).iterdir()))} files")
+    return 0
+
+
+def strip_notebook(path: Path) -> None:
+    """Drop execution counts, papermill/execution metadata and language_info; keep cell tags."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "jupytext")}
+    for cell in nb.cells:
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k == "tags"}
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for output in cell.outputs:
+                if "execution_count" in output:
+                    output.execution_count = None
+    nbformat.write(nb, path)
+
+
+def sync_notebooks(execute: bool = True, only: list[str] | None = None) -> None:
+    """Rebuild ``notebooks/NN_*.ipynb`` from the ``.py`` files; execute them with their defaults (smoke).
+
+    Run it from the project root (``python -m tpslab.reproduce sync``); results go where the
+    defaults say ($TPSLAB_RESULTS or results/smoke).
+    """
+    _kernel_env()
+    for source in notebook_sources(only):
+        dest = source.with_suffix(".ipynb")
+        print(f"{source.name} -> {dest.name}", end=" ", flush=True)
+        if execute:
+            print(f"executed in {run_notebook(source, dest, None, NOTEBOOKS):.0f} s", flush=True)
+        else:
+            import nbformat
+
+            nbformat.write(_read_notebook(source), dest)
+            print()
+        strip_notebook(dest)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if not args or args[0] not in ("sync", "convert"):
+        sys.exit("usage: python -m tpslab.reproduce sync|convert [NN ...]   (sync executes, convert only converts)")
+    try:
+        sync_notebooks(execute=args[0] == "sync", only=args[1:] or None)
+    except TPSLabError as err:
+        sys.exit(f"tpslab: error: {err}")
