@@ -35,6 +35,10 @@ nbval: install
 reproduce: install
 	$(PY) -m tpslab reproduce --profile $(PROFILE)
 
+# Rebuild notebooks/*.ipynb from the .py files and execute them with smoke (what nbval compares).
+notebooks: install
+	$(PY) -m tpslab.reproduce sync
+
 lint: install
 	$(VENV)/bin/ruff check tpslab tests
 

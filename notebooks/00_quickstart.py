@@ -50,7 +50,7 @@ lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-model = build_model(**lab.profile.model)
+model = build_model(**lab.profile.model).to(lab.device)
 bb = model.backbone
 parts = {"CLIP (frozen)": bb, "global prompts": model.global_prompts, "shunt prompts": model.shunt_prompts,
          "pathways": model.pathways}
@@ -127,7 +127,7 @@ lab.save_figure(viz.plot_examples(rgb, list(pred.anomaly_maps.cpu().numpy()), ma
 
 # %%
 # NBVAL_CHECK_OUTPUT
-code = build_model(**lab.profile.model, variant="authors-code")
+code = build_model(**lab.profile.model, variant="authors-code").to(lab.device)
 fields = ["shared_pathway", "pathway_at_inference", "image_embedding", "fp16_deep_prompts", "train_text_projection"]
 table = pd.DataFrame({v: [getattr(m.config, f) for f in fields] + [len(m.pathways),
                                                                     sum(p.numel() for p in m.parameters() if p.requires_grad)]

@@ -68,7 +68,8 @@ print("runs (name: auxiliary data set):", runs)
 # NBVAL_IGNORE_OUTPUT
 histories = {}
 for run, dataset in runs.items():
-    _, histories[run] = tpslab.lab.train_run(lab, lab.out / "train" / run, dataset)
+    _, histories[run] = tpslab.lab.train_run(lab, lab.out / "train" / run, dataset,
+                                             per_class=lab.setting("train_per_class"))
 
 # %% [markdown]
 # ## 3. Loss curves

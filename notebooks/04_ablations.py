@@ -84,10 +84,13 @@ tpslab.lab.show_table(table)
 lab.save_table(table, "04_ablation", "Ablations: mean over classes (percent)", latex=True)
 
 # %% [markdown]
-# **What to see:** read the bars left to right within each panel. Fixed words without a
-# pathway (A1) barely beat chance; learning the prompts helps; adding the pathway (A2) makes
-# the large step in the pixel metrics. On `smoke` the image AUROC stays near chance for every
-# row: the random tiny CLIP's image embedding is the limit there, not the prompts.
+# **What to see:** read the bars left to right within each panel. On `smoke`: fixed words
+# without a pathway (A1) are little better than chance at finding defect pixels; learning the
+# prompts adds a little (prompts only); adding the pathway (A2) makes the large step in both
+# pixel metrics. The authors'-code row falls back to about the prompts-only level: at test time
+# it discards its pathway, and its shunt prompts were trained to work *with* it. The image
+# AUROC stays near chance in every row: the random tiny CLIP's image embedding is the limit
+# there, not the prompts.
 
 # %%
 fig = viz.plot_metric_bars(table, x="dataset", hue="row", metrics=METRIC_COLUMNS,

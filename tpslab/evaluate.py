@@ -110,8 +110,8 @@ def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
     """A Markdown table (no extra dependency), metrics rounded to ``digits``."""
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in table.iterrows():
-        cells = [f"{r[c]:.{digits}f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+    for i in range(len(table)):  # per column, so integer columns stay integers (iterrows would upcast)
+        cells = [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in (table[c].iloc[i] for c in cols)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -32,15 +32,7 @@ import tpslab
 from tpslab import metrics, viz
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.data.meta import load_meta
-from tpslab.evaluate import (
-    METRIC_COLUMNS,
-    default_sigma,
-    evaluate,
-    predict_dataset,
-    score_class,
-    to_markdown,
-    write_table,
-)
+from tpslab.evaluate import METRIC_COLUMNS, default_sigma, evaluate, predict_dataset, score_class, write_table
 from tpslab.model import TPS, TPSConfig
 from tpslab.profiles import Profile, data_root, load_profile, results_root
 from tpslab.train import CHECKPOINT, TrainConfig, load_checkpoint, train
@@ -87,7 +79,7 @@ class Lab:
         except ImportError:
             pass
         viz.save_figure(fig, self.out / "figures" / name)
-        print(f"saved {shown(self.out / 'figures' / name)}.png and .pdf")
+        print(f"saved figures/{name}.png and .pdf")  # relative to the results folder: the same on every machine
 
     def save_table(self, table: pd.DataFrame, name: str, note: str | None = None, latex: bool = False) -> None:
         """Write ``tables/<name>.csv`` and ``.md`` (and ``.tex``), headed by the lab's label."""
@@ -96,7 +88,7 @@ class Lab:
         write_table(table, stem, note)
         if latex:
             atomic_write_text(stem.with_suffix(".tex"), to_latex(table, note))
-        print(f"saved {shown(stem)}.csv, .md" + (", .tex" if latex else ""))
+        print(f"saved tables/{name}.csv, .md" + (", .tex" if latex else ""))
 
     def evaluate(self, model: TPS, dataset: str) -> pd.DataFrame:
         """``tpslab.evaluate.evaluate`` on a located data set, with the profile's settings."""
@@ -116,8 +108,7 @@ class Lab:
 
 
 def setup(profile: str = "smoke", results_dir: str | None = None, data_dir: str | None = None) -> Lab:
-    """Load the profile, apply its threads and seed, no network for weights; print where things go."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a download
+    """Load the profile, apply its threads and seed; print where things go."""
     prof = load_profile(profile)
     if prof.extra.get("threads"):
         torch.set_num_threads(int(prof.extra["threads"]))  # tiny models: more threads only add overhead
@@ -149,6 +140,11 @@ def training_runs(profile: Profile) -> dict[str, str]:
     return runs
 
 
+def industrial_runs(profile: Profile) -> dict[str, str]:
+    """Data set -> the run of the paper's Tables 1-2 that evaluates it (every run but the medical ones)."""
+    return {d: r for d, r in evaluation_plan(profile) if not r.startswith("medical-")}
+
+
 def evaluation_plan(profile: Profile) -> list[tuple[str, str]]:
     """(data set, run) pairs to evaluate: each test set with its model, then the medical ones."""
     data = profile.data
@@ -166,36 +162,11 @@ def needed_datasets(profile: Profile) -> list[str]:
 
 
 def missing_datasets(profile: Profile, root: Path) -> list[str]:
-    """One entry per real data set without a ``meta.json``: its name and the command that makes one."""
+    """The command that makes each missing ``meta.json`` of a real data set (none for synthetic data)."""
     if profile.data.get("kind") == "synthetic":
         return []
     folders = {n: root / profile.data.get("roots", {}).get(n, n) for n in needed_datasets(profile)}
-    return [f"{n} (get it, see data/README.md, then `tpslab prepare {n} {shown(f)}`)"
-            for n, f in folders.items() if not (f / "meta.json").is_file()]
-
-
-def missing_weights(profile: Profile) -> str | None:
-    """Why the profile's CLIP weights cannot be loaded here, or None; looks only at local files."""
-    name, pretrained = profile.model.get("backbone", "tpslab-tiny"), profile.model.get("pretrained")
-    if not pretrained:
-        return None
-    if pretrained != "openai" or name.startswith("local-dir:"):
-        path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
-        return None if path.exists() else f"CLIP weights {path} not found"
-    from huggingface_hub import try_to_load_from_cache
-    from open_clip.pretrained import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(name, pretrained)
-    repo = cfg.get("hf_hub", "").rstrip("/")
-    files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files if repo):
-        return None
-    if cfg.get("url") and (Path.home() / ".cache" / "clip" / os.path.basename(cfg["url"])).is_file():
-        return None
-    return (f"CLIP weights {name} '{pretrained}' are not in the local cache (Hugging Face {repo}, "
-            f"or ~/.cache/clip) and cannot be downloaded here: fetch them on a machine with internet "
-            f"(python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{pretrained}')\") "
-            f"and copy the cache, or set model.pretrained to a local file in a copy of the profile")
+    return [f"`tpslab prepare {n} {shown(f)}`" for n, f in folders.items() if not (f / "meta.json").is_file()]
 
 
 def prepare_data(lab: Lab) -> dict[str, Path]:
@@ -208,9 +179,9 @@ def prepare_data(lab: Lab) -> dict[str, Path]:
         metas = make_synthetic_pair(lab.data / spec.get("root", "synthetic"), progress=False, **settings)
         found = {path.parent.name: path for path in metas.values()}
     else:
-        problems = missing_datasets(lab.profile, lab.data)
-        if problems:
-            raise TPSLabError("; ".join(problems))
+        missing = missing_datasets(lab.profile, lab.data)
+        if missing:
+            raise TPSLabError(f"data sets not prepared (get them as data/README.md says, then run): {'; '.join(missing)}")
         roots = spec.get("roots", {})
         found = {n: lab.data / roots.get(n, n) / "meta.json" for n in needed_datasets(lab.profile)}
     atomic_write_json(lab.out / "data.json", {k: str(v) for k, v in found.items()})
@@ -230,13 +201,8 @@ def class_counts(metas: dict[str, Path]) -> pd.DataFrame:
 
 def first_per_class(dataset: AnomalyDataset, per_class: int) -> list[int]:
     """Indices of the first ``per_class`` samples of each class (a deterministic subset)."""
-    seen: dict[str, int] = {}
-    keep = []
-    for i, s in enumerate(dataset.samples):
-        seen[s["cls_name"]] = seen.get(s["cls_name"], 0) + 1
-        if seen[s["cls_name"]] <= per_class:
-            keep.append(i)
-    return keep
+    names = pd.Series([s["cls_name"] for s in dataset.samples])
+    return np.flatnonzero(names.groupby(names).cumcount() < per_class).tolist()
 
 
 def sample_batch(meta: Path, image_size: int, n: int, n_anomalous: int | None = None) -> dict[str, Any]:
@@ -278,7 +244,7 @@ def train_run(lab: Lab, out_dir: Path, dataset: str, model_settings: dict | None
     cfg = TPSConfig.from_dict({**lab.profile.model, **(model_settings or {})})
     tcfg = TrainConfig.from_dict({**lab.profile.train, **(train_settings or {}), "device": lab.device})
     spec = json.loads(json.dumps({"model": cfg.to_dict(), "train": asdict(tcfg), "dataset": dataset,
-                                  "per_class": per_class}))
+                                  "per_class": per_class, "tpslab": tpslab.__version__}))
     for folder in [out_dir, *reuse]:
         run_file = folder / RUN_FILE
         if run_file.is_file() and json.loads(run_file.read_text()) == spec:
@@ -366,6 +332,17 @@ class Explanation:
     readout: torch.Tensor
 
 
+def _mask_grid(masks: list[np.ndarray], g: int) -> torch.Tensor:
+    """(B, g, g): the share of each patch that the (S, S) masks cover."""
+    return F.adaptive_avg_pool2d(torch.from_numpy(np.stack(masks)).float()[:, None], g)[:, 0]
+
+
+def _heat(rgb: np.ndarray, grid: torch.Tensor, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """A (g, g) patch map upsampled (bilinear) and laid over the image."""
+    up = F.interpolate(grid[None, None].float(), size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()
+    return viz.overlay(rgb, up, lo, hi)
+
+
 def _p_anomalous(z: torch.Tensor, text: torch.Tensor, t: float) -> torch.Tensor:
     """softmax over [normal, anomalous] of cosine / t, per patch: (B, L, D) x (.., 2, D) -> (B, L)."""
     return (F.normalize(z, dim=-1) @ F.normalize(text, dim=-1).transpose(-1, -2) / t).softmax(-1)[..., 1]
@@ -391,9 +368,8 @@ def explain(model: TPS, images: torch.Tensor) -> Explanation:
 
 def layer_summary(expl: Explanation, masks: list[np.ndarray], layers: tuple[int, ...]) -> pd.DataFrame:
     """Per layer: pixel AUROC of the three read-outs, attention lift on defects, read-out agreement."""
-    size = masks[0].shape[-1]
-    m = np.stack(masks).astype(np.uint8)  # (B, S, S)
-    grid = F.adaptive_avg_pool2d(torch.from_numpy(m).float()[:, None], expl.attention.shape[-1])[:, 0]  # (B, g, g)
+    size, m = masks[0].shape[-1], np.stack(masks).astype(np.uint8)  # (B, S, S)
+    grid = _mask_grid(masks, expl.attention.shape[-1])  # (B, g, g)
     bad = grid.flatten(1).sum(1) > 0
     rows = []
     for k, layer in enumerate(layers):
@@ -420,14 +396,40 @@ def plot_layers(rgb: np.ndarray, mask: np.ndarray, expl: Explanation, j: int, la
         axes[r, 0].contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
         axes[r, 0].set_ylabel(f"layer {layer}", fontsize=8)
         for c, (name, maps, lo, hi) in enumerate(cols, start=1):
-            heat = F.interpolate(maps[r, j][None, None].float(), size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()
-            axes[r, c].imshow(viz.overlay(rgb, heat, lo, hi))
+            axes[r, c].imshow(_heat(rgb, maps[r, j], lo, hi))
             axes[0, c].set_title(name, fontsize=8)
     axes[0, 0].set_title("image, defect\noutlined", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"What each read-out scores as anomalous, per layer\n({label})", fontsize=9)
     return fig
+
+
+def plot_attention(batch: dict[str, Any], expl: Explanation, k: int, layer: int, label: str):
+    """Per image (columns): the image (defect outlined), then each shunt token's attention (layer index k)."""
+    n = len(batch["rgb"])
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(batch["rgb"][j])
+        axes[0, j].contour(batch["masks"][j], levels=[0.5], colors="lime", linewidths=0.8)
+        axes[0, j].set_title(batch["classes"][j], fontsize=8)
+        for token in (0, 1):
+            axes[token + 1, j].imshow(_heat(batch["rgb"][j], expl.attention[k, j, token]))
+    for r, name in enumerate(("image", "normal token", "anomalous token")):
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"Where the pathway's shunt tokens look (MHA_eta, layer {layer})\n({label})", fontsize=9)
+    return fig
+
+
+def patch_table(expl: Explanation, masks: list[np.ndarray], layers: tuple[int, ...]) -> pd.DataFrame:
+    """Every patch's P(anomalous) per layer and read-out, with whether it is mostly defect."""
+    defect = np.where(_mask_grid(masks, expl.attention.shape[-1]).flatten().numpy() > 0.5, "defect", "normal")
+    return pd.concat([pd.DataFrame({"layer": layer, "read-out": name, "patch": defect,
+                                    "P(anomalous)": getattr(expl, f"{attr}_maps")[k].flatten().numpy()})
+                      for k, layer in enumerate(layers)
+                      for name, attr in (("global", "global"), ("shunt", "shunt"), ("shunt + pathway", "pathway"))])
 
 
 # ----------------------------------------------------------------------------- tables
@@ -446,48 +448,7 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
 
 def show_table(table: pd.DataFrame, digits: int = 1) -> None:
     """Print a table as Markdown, numbers rounded (what nbval compares)."""
+    from tpslab.evaluate import to_markdown
+
     print(to_markdown(table, digits), end="")
 
-
-def _pair(mean: pd.DataFrame, dataset: str, run: str | None, cols: tuple[str, str]) -> str:
-    row = mean[(mean["dataset"] == dataset) & (mean["run"] == run)]
-    return f"{row[cols[0]].iloc[0]:.1f}, {row[cols[1]].iloc[0]:.1f}" if len(row) else "not run"
-
-
-def paper_layout(number: int, ours: pd.DataFrame, profile: Profile, column: str) -> pd.DataFrame:
-    """Table 1 or 2 in the paper's layout: the published columns, then ours (``03_metrics.csv``).
-
-    Data sets that the paper does not have (the synthetic domains) are added as rows of their
-    own, with "-" in the published columns.
-    """
-    from tpslab import paper_numbers as pn
-
-    published, cols = (pn.TABLE1, pn.TABLE_METRICS[1]) if number == 1 else (pn.TABLE2, pn.TABLE_METRICS[2])
-    mean = ours[ours["class"] == "mean"]
-    runs = {d: r for d, r in evaluation_plan(profile) if not r.startswith("medical-")}
-    rows = [{"Datasets": pn.DATASET_NAMES[d], "Category": pn.CATEGORY[d][0], "|C|": pn.CATEGORY[d][1],
-             **{m if m != "TPS" else "TPS (paper)": f"{v[m][0]:.1f}, {v[m][1]:.1f}" for m in pn.METHODS},
-             column: _pair(mean, d, runs.get(d), cols)} for d, v in published.items()]
-    for d, r in runs.items():
-        if d not in pn.DATASET_NAMES:
-            n = int((ours[(ours["dataset"] == d) & (ours["run"] == r)]["class"] != "mean").sum())
-            rows.append({"Datasets": d, "Category": "synthetic" if profile.data.get("kind") == "synthetic" else "other",
-                         "|C|": n, **{m if m != "TPS" else "TPS (paper)": "-" for m in pn.METHODS},
-                         column: _pair(mean, d, r, cols)})
-    return pd.DataFrame(rows)
-
-
-def table3_layout(ours: pd.DataFrame, profile: Profile, column: str) -> pd.DataFrame:
-    """Table 3: TPS trained on industrial vs medical data, published beside ours."""
-    from tpslab import paper_numbers as pn
-
-    mean = ours[ours["class"] == "mean"]
-    main = {d: r for d, r in evaluation_plan(profile) if not r.startswith("medical-")}
-    rows = []
-    for task, sets in pn.TABLE3.items():
-        for d, v in sets.items():
-            rows.append({"Task": task.capitalize(), "Dataset": pn.DATASET_NAMES[d],
-                         **{f"{k} (paper)": f"{a:.1f}, {b:.1f}" for k, (a, b) in v.items()},
-                         f"{column}, industrial": _pair(mean, d, main.get(d), pn.TABLE_METRICS[task]),
-                         f"{column}, medical": _pair(mean, d, f"medical-{task}", pn.TABLE_METRICS[task])})
-    return pd.DataFrame(rows)

@@ -8,15 +8,18 @@ CLIP weights present in the local cache (nothing is downloaded), every real data
 prepared (its ``meta.json``), a GPU if the profile asks for one.
 
 ``python -m tpslab.reproduce sync`` rebuilds the committed ``notebooks/*.ipynb`` from the
-``.py`` files and executes them with the default (``smoke``) parameters, stripping
-execution counts and volatile metadata but keeping cell tags (nbval compares them).
+``.py`` files and executes them with the default (``smoke``) parameters, stripping volatile
+metadata but keeping cell tags and canonical execution counts (nbval needs both).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tpslab import lab
@@ -40,19 +43,44 @@ def notebook_sources(only: list[str] | None = None) -> list[Path]:
     return found
 
 
-def preflight(profile: Profile, data: Path) -> None:
+def missing_weights(profile: Profile) -> str | None:
+    """Why the profile's CLIP weights cannot be loaded here, or None. Looks at local files only."""
+    name, pretrained = profile.model.get("backbone", "tpslab-tiny"), profile.model.get("pretrained")
+    if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
+        path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
+        return None if path.exists() else f"CLIP weights {path} not found"
+    if not pretrained:
+        return None  # seeded random weights
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name, pretrained)
+    repo = cfg.get("hf_hub", "").rstrip("/")
+    files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    if repo and any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+        return None
+    if cfg.get("url") and (Path.home() / ".cache" / "clip" / os.path.basename(cfg["url"])).is_file():
+        return None
+    return (f"CLIP weights {name} '{pretrained}' are not in the local cache (Hugging Face {repo or '-'}, "
+            f"or ~/.cache/clip) and cannot be downloaded here: fetch them on a machine with internet "
+            f"(python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{pretrained}')\") "
+            f"and copy the cache, or set model.pretrained to a local file in a copy of the profile")
+
+
+def preflight(profile: Profile, data: Path, needs_data: bool = True) -> None:
     """Raise one clear error if the profile cannot run here (weights, data sets, GPU)."""
     import torch
 
     problems = []
     if profile.device.startswith("cuda") and not torch.cuda.is_available():
         problems.append(f"it needs a GPU (device: {profile.device}) and none is visible")
-    weights = lab.missing_weights(profile)
+    weights = missing_weights(profile)
     if weights:
         problems.append(weights)
-    missing = lab.missing_datasets(profile, data)
+    missing = lab.missing_datasets(profile, data) if needs_data else []
     if missing:
-        problems.append(f"{len(missing)} data set(s) not prepared under {lab.shown(data)}: " + "; ".join(missing))
+        problems.append(f"{len(missing)} data set(s) not prepared under {lab.shown(data)}/ (get each as "
+                        f"data/README.md says, then run): " + "; ".join(missing))
     if problems:
         raise TPSLabError(f"profile {profile.name!r} cannot run here: " + " | ".join(problems))
 
@@ -75,8 +103,25 @@ def _kernel_env() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
-def run_notebook(source: Path, dest: Path, parameters: dict | None, cwd: Path) -> float:
-    """Execute one notebook into ``dest``; return seconds. Raises TPSLabError naming the notebook."""
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send this process's (and so the kernel's) stderr to a file: kernel start-up chatter, papermill logs."""
+    saved = os.dup(2)
+    with open(path, "w") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def run_notebook(source: Path, dest: Path, parameters: dict | None, cwd: Path, log: Path) -> float:
+    """Execute one notebook into ``dest`` (kernel stderr to ``log``); return seconds.
+
+    Raises:
+        TPSLabError: naming the notebook, the error and the partly executed copy.
+    """
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -85,11 +130,15 @@ def run_notebook(source: Path, dest: Path, parameters: dict | None, cwd: Path) -
     nbformat.write(_read_notebook(source), dest)
     t0 = time.time()
     try:
-        papermill.execute_notebook(dest, dest, parameters=parameters, kernel_name=KERNEL, progress_bar=False,
-                                   cwd=str(cwd))
+        with _stderr_to(log):
+            papermill.execute_notebook(dest, dest, parameters=parameters, kernel_name=KERNEL, progress_bar=False,
+                                       cwd=str(cwd))
     except PapermillExecutionError as err:
         raise TPSLabError(f"notebook {source.stem} failed: {err.ename}: {err.evalue.strip()} "
                           f"(the partly executed copy is {lab.shown(dest)})") from None
+    except (RuntimeError, OSError, TimeoutError) as err:  # the kernel died or did not start
+        raise TPSLabError(f"notebook {source.stem} stopped: {err.__class__.__name__}: {str(err).strip()[:300]} "
+                          f"(kernel log: {lab.shown(log)}; partly executed copy: {lab.shown(dest)})") from None
     return time.time() - t0
 
 
@@ -100,36 +149,49 @@ def reproduce(profile: str = "smoke", out: str | None = None, data: str | None =
     out_dir = lab.project_path(out or results_root() / prof.name)
     data_dir = lab.project_path(data_root(data))
     sources = notebook_sources(only)
-    preflight(prof, data_dir)
+    preflight(prof, data_dir, needs_data=any(not p.stem.startswith("00") for p in sources))
     _kernel_env()
     t0 = time.time()
     print(f"profile {prof.name}: {prof.description}")
     params = {"profile": str(profile), "results_dir": str(out_dir), "data_dir": str(data_dir)}
     for i, source in enumerate(sources, 1):
         print(f"[{i}/{len(sources)}] {source.stem} ...", end=" ", flush=True)
-        seconds = run_notebook(source, out_dir / "notebooks" / f"{source.stem}.ipynb", params, lab.PROJECT)
+        dest = out_dir / "notebooks" / f"{source.stem}.ipynb"
+        try:
+            seconds = run_notebook(source, dest, params, lab.PROJECT, dest.with_suffix(".log"))
+        except TPSLabError:
+            print("failed", flush=True)
+            raise
         print(f"{seconds:.0f} s", flush=True)
     print(f"done in {time.time() - t0:.0f} s; everything is in {lab.shown(out_dir)}/:")
-    for sub, what in (("notebooks", "executed notebooks"), ("tables", "tables (CSV, Markdown, LaTeX)"),
-                      ("figures", "figures (PNG and PDF)"), ("train", "checkpoints")):
+    for sub, what in (("notebooks", "the executed notebooks (and kernel logs)"), ("tables", "tables: CSV, Markdown, LaTeX"),
+                      ("figures", "figures: PNG and PDF")):
         if (out_dir / sub).is_dir():
-            print(f"  {lab.shown(out_dir / sub)}/  {what}: {len(list((out_dir / sub).iterdir()))} files")
+            print(f"  {sub}/  {what} ({len(list((out_dir / sub).iterdir()))} files)")
+    runs = sorted(str(p.parent.relative_to(out_dir)) for p in out_dir.glob("*/*/checkpoint.pt"))
+    if runs:
+        print(f"  checkpoints: {', '.join(runs)}")
     return 0
 
 
 def strip_notebook(path: Path) -> None:
-    """Drop execution counts, papermill/execution metadata and language_info; keep cell tags."""
+    """Drop papermill/execution metadata and language_info, keep cell tags, number the code cells 1..N.
+
+    nbval skips (and, with outputs, fails) a cell whose execution count is empty, so the counts
+    stay, made canonical: the same on every run, so they never show up in a diff.
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "jupytext")}
+    code = [c for c in nb.cells if c.cell_type == "code"]
     for cell in nb.cells:
         cell.metadata = {k: v for k, v in cell.metadata.items() if k == "tags"}
-        if cell.cell_type == "code":
-            cell.execution_count = None
-            for output in cell.outputs:
-                if "execution_count" in output:
-                    output.execution_count = None
+    for n, cell in enumerate(code, 1):
+        cell.execution_count = n
+        for output in cell.outputs:
+            if "execution_count" in output:
+                output.execution_count = n
     nbformat.write(nb, path)
 
 
@@ -144,7 +206,8 @@ def sync_notebooks(execute: bool = True, only: list[str] | None = None) -> None:
         dest = source.with_suffix(".ipynb")
         print(f"{source.name} -> {dest.name}", end=" ", flush=True)
         if execute:
-            print(f"executed in {run_notebook(source, dest, None, NOTEBOOKS):.0f} s", flush=True)
+            log = Path(tempfile.gettempdir()) / f"tpslab-sync-{source.stem}.log"
+            print(f"executed in {run_notebook(source, dest, None, NOTEBOOKS, log):.0f} s", flush=True)
         else:
             import nbformat
 

@@ -1,0 +1,142 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Inside TPS: what the prompts and the pathway do
+#
+# **What you will learn.** How a trained TPS turns patch features into an anomaly map, layer
+# by layer: what the *global* prompts (made for the whole image) and the *shunt* prompts (made
+# for parts) each say about every patch, where the pathway's two shunt tokens look in the
+# image (the attention of Eq. 6), and how the map changes before and after the pathway.
+#
+# **The key lesson.** With prompts alone, each patch is scored by a *fixed* read-out of its
+# own features: the same two text vectors for every image, so a patch is called anomalous or
+# not whatever the rest of its image looks like. The pathway builds the shunt features from the
+# image's own patches (cross-attention, Eq. 6), so each patch is judged *against the rest of
+# its image*. That is what a defect is: a part that does not fit its surroundings.
+#
+# **What this reproduces.** The paper's argument for shunt prompts and the pathway (sections
+# "Fine-grained Text Prompts" and "Pathway Module"), made visible on 02's model, with the
+# ablation numbers of 04. On `smoke` all of it is on synthetic data with a random tiny CLIP.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | course | paper, or the path of a profile YAML
+results_dir = None  # None: $TPSLAB_RESULTS or results/, then /<profile>
+data_dir = None  # None: $TPSLAB_DATA or data/
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import pandas as pd
+import seaborn as sns
+import torch
+
+import tpslab.lab
+from tpslab.train import load_checkpoint
+
+lab = tpslab.lab.setup(profile, results_dir, data_dir)
+
+# %% [markdown]
+# ## 1. Three read-outs and the pathway's attention, for every layer
+#
+# 02's trained model (paper variant) and held-out images, mostly anomalous. For every
+# selected layer `tpslab.lab.explain` computes, per patch, the probability of "anomalous"
+# (softmax of cosine similarities / 0.07) against three pairs of text features: the **global**
+# prompts, the **plain shunt** prompts, and the **shunt prompts customised by the pathway**
+# (what TPS really uses); and the pathway's attention of the normal and the anomalous shunt
+# token over the patches. The first check shows these are exactly the model's own maps.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+model = load_checkpoint(lab.checkpoint("main")).to(lab.device)
+test_set = next(d for d, run in tpslab.lab.evaluation_plan(lab.profile) if run == "main")  # one main did not see
+n = lab.setting("explain_images", 64)
+batch = tpslab.lab.sample_batch(lab.datasets()[test_set], model.backbone.image_size, n, n_anomalous=n * 3 // 4)
+expl = tpslab.lab.explain(model, batch["images"])
+out = model.forward_features(model.encode_images(batch["images"].to(lab.device)))
+own = torch.stack([p.softmax(-1)[..., 1] for p in out.patch_logits]).reshape(expl.pathway_maps.shape).cpu()
+print(f"{test_set}: {n} images; maps equal the model's own: {torch.allclose(own, expl.pathway_maps, atol=1e-5)}")
+layers = model.backbone.layers
+
+# %% [markdown]
+# **What to see:** one anomalous image, one row per layer. Columns 2-4 are the three
+# read-outs on one scale (P(anomalous) from 0, blue, to 1, red): the global and the plain
+# shunt prompts light up edges and dark regions all over the image; only *shunt + pathway*
+# puts its heat on the outlined defect. Columns 5-6 are where the two shunt tokens attend
+# (Eq. 6): each token gathers a few patches that stand out, often the defect (here mostly the
+# normal token). What they gather is added to the text features, so the pair of features that
+# scores this image's patches is made *from this image*.
+
+# %%
+j = next(i for i, (m, y) in enumerate(zip(batch["masks"], batch["labels"])) if y and m.mean() > 0.03)
+fig = tpslab.lab.plot_layers(batch["rgb"][j], batch["masks"][j], expl, j, layers, lab.label)
+lab.save_figure(fig, "05_layers")
+
+# %% [markdown]
+# ## 2. The same, in numbers, over all the images
+#
+# Per layer: the pixel AUROC of each read-out; the attention **lift** of each shunt token
+# (the share of its attention that falls on defect pixels, divided by the defects' share of
+# the image: 1 = no preference, above 1 = it looks at the defect); and the **read-out
+# agreement**, the mean cosine between each image's read-out direction `s_a - s_n` after the
+# pathway and their mean direction (without the pathway it is 1: the same direction for all).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+summary = tpslab.lab.layer_summary(expl, batch["masks"], layers)
+print(summary.round(2).to_string(index=False))
+lab.save_table(summary, "05_layers", f"Per layer, {n} held-out images: read-outs, attention, agreement")
+
+# %% [markdown]
+# Reading the table on `smoke`: at every layer the pathway's read-out localises far better
+# than the global or the plain shunt prompts; in every layer at least one of the two tokens
+# puts several times its fair share of attention on defect pixels (lift of 3 or more); and the
+# read-out direction differs from image to image (agreement well below 1).
+#
+# **What to see:** per layer (rows) and read-out (columns), how P(anomalous) is spread over
+# normal patches and over defect patches (a patch counts as defect when the mask covers most
+# of it). With the global or the plain shunt prompts the two distributions overlap: a fixed
+# read-out cannot tell a defect from a normal patch that looks alike. After the pathway they
+# separate: normal patches near 0, defect patches near 1.
+
+# %%
+patches = tpslab.lab.patch_table(expl, batch["masks"], layers)
+grid = sns.displot(data=patches, x="P(anomalous)", hue="patch", row="layer", col="read-out", kind="hist", bins=20,
+                   stat="probability", common_norm=False, height=1.6, aspect=1.5, facet_kws={"margin_titles": True})
+grid.figure.suptitle(f"P(anomalous) of defect and normal patches\n({lab.label})", fontsize=9)
+lab.save_figure(grid.figure, "05_patch_scores")
+
+# %% [markdown]
+# **What to see:** per image, where the pathway's two tokens look at the last layer: two
+# normal images, then four anomalous ones (defect outlined). The attention is sparse: a few
+# patches that stand out in *this* image, the defect among them when there is one. Which
+# token looks at the defect varies; both bring its features into the shunt text features.
+
+# %%
+few = tpslab.lab.sample_batch(lab.datasets()[test_set], model.backbone.image_size, 6, n_anomalous=4)
+fig = tpslab.lab.plot_attention(few, tpslab.lab.explain(model, few["images"]), len(layers) - 1, layers[-1], lab.label)
+lab.save_figure(fig, "05_attention")
+
+# %% [markdown]
+# ## 3. The key lesson, in held-out numbers
+#
+# Notebook 04 trained the same recipe with learned prompts but no pathway ("prompts only":
+# every patch scored by one fixed read-out) and with the pathway (A2, TPS). The difference in
+# held-out pixel AUROC is what judging each patch against the rest of its image is worth.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ablation_file = lab.out / "tables" / "04_ablation.csv"
+if ablation_file.is_file():
+    ab = pd.read_csv(ablation_file).set_index("row")
+    for row, what in (("prompts only", "fixed read-out"), ("A2 (TPS)", "with the pathway")):
+        print(f"{row:>12} ({what}): held-out pixel AUROC {ab.loc[row, 'pixel_auroc'] / 100:.3f}, "
+              f"AUPRO {ab.loc[row, 'pixel_aupro'] / 100:.3f}")
+else:
+    print(f"{ablation_file.name} not found: run notebooks/04_ablations first")
