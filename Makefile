@@ -30,7 +30,7 @@ nbval: install
 	rm -rf $(NBVAL_DIR)
 	cd notebooks && TPSLAB_RESULTS=$(NBVAL_DIR)/results TPSLAB_DATA=$(NBVAL_DIR)/data \
 		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
-		--nbval-kernel-name python3 -p no:cacheprovider -q .
+		--nbval-kernel-name python3 -p no:cacheprovider .
 
 reproduce: install
 	$(PY) -m tpslab reproduce --profile $(PROFILE)
