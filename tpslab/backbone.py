@@ -201,8 +201,7 @@ class Backbone(nn.Module):
             embedding: ``"open_clip"`` (ln_post then proj on the final class token) or
                 ``"authors"`` (proj on the final class token without ln_post).
         """
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            raise TPSLabError(f"images are {tuple(images.shape[-2:])}, the backbone expects {self.image_size}x{self.image_size}")
+        self._check_size(images)
         visual = self.clip.visual
         last = self.num_blocks - 1
         indices = sorted({b - 1 for b in self.layers} | {last})
@@ -219,7 +218,65 @@ class Backbone(nn.Module):
             raise TPSLabError(f"image embedding must be 'open_clip' or 'authors', got {embedding!r}")
         return ImageFeatures(emb.float(), [p.float() for p in patches])
 
+    @torch.no_grad()
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The vision transformer's input sequence: patch embedding, class token, positions, ``ln_pre``.
+
+        Needed by WinCLIP (it keeps a window's tokens before the transformer) and by
+        AnomalyCLIP's DPAM (it runs the blocks itself). Equals what open_clip's
+        ``VisionTransformer`` feeds its first block (patch dropout is off in eval mode).
+
+        Args:
+            images: (B, 3, S, S), preprocessed, S = ``image_size``.
+
+        Returns:
+            (B, 1 + L, W): the class token first, then the L = g*g patch tokens row by row.
+        """
+        self._check_size(images)
+        visual = self.clip.visual
+        x = visual.conv1(images)  # (B, W, g, g)
+        x = x.flatten(2).transpose(1, 2)  # (B, L, W)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, W)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)  # (B, 1+L, W)
+        return visual.ln_pre(x)
+
+    @torch.no_grad()
+    def raw_blocks(self, images: torch.Tensor, blocks: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Raw residual-stream patch tokens of chosen blocks (no ``ln_post``, no ``proj``), for MuSc.
+
+        Args:
+            images: (B, 3, S, S), preprocessed.
+            blocks: 1-based vision blocks (``(6, 12, 18, 24)`` for MuSc on ViT-L).
+
+        Returns:
+            ``(embedding, tokens)``: open_clip's image embedding (B, D) (``ln_post`` + ``proj``
+            on the final class token, not normalised) and one (B, L, W) tensor of patch
+            tokens per block, in the order of ``blocks`` (class token dropped).
+        """
+        self._check_size(images)
+        if any(not 1 <= b <= self.num_blocks for b in blocks):
+            raise TPSLabError(f"blocks {tuple(blocks)} out of range for {self.name} ({self.num_blocks} blocks)")
+        indices = sorted({b - 1 for b in blocks})
+        out = self.clip.visual.forward_intermediates(images, indices=indices, output_fmt="NLC",
+                                                     intermediates_only=False)
+        by_block = dict(zip(indices, out["image_intermediates"]))  # block index -> (B, L, W)
+        return out["image_features"].float(), [by_block[b - 1].float() for b in blocks]
+
+    def _check_size(self, images: torch.Tensor) -> None:
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise TPSLabError(f"images are {tuple(images.shape[-2:])}, the backbone expects "
+                              f"{self.image_size}x{self.image_size}")
+
     # -- text side -----------------------------------------------------------------
+    @torch.no_grad()
+    def encode_sentences(self, sentences: list[str]) -> torch.Tensor:
+        """Text features (N, D) of plain sentences, not normalised (CLIP, WinCLIP).
+
+        The same computation as open_clip's ``encode_text`` (no learnable parts).
+        """
+        tokens = self.tokenize(sentences).to(self.clip.token_embedding.weight.device)
+        return self.encode_text(self.embed_tokens(tokens), tokens)
+
     def tokenize(self, sentences: list[str]) -> torch.Tensor:
         """Token ids (N, context_length) of plain sentences."""
         return self.tokenizer(sentences)
@@ -277,7 +334,12 @@ def build_backbone(
     layers: tuple[int, ...] | None = None,
     pos_resize: str = "bilinear",
     seed: int = 0,
+    quick_gelu: bool | None = None,
 ) -> Backbone:
-    """Load CLIP (see :func:`load_clip`) and wrap it as a TPS :class:`Backbone`."""
-    clip = load_clip(name, pretrained, image_size, pos_resize=pos_resize, seed=seed)
+    """Load CLIP (see :func:`load_clip`) and wrap it as a TPS :class:`Backbone`.
+
+    ``quick_gelu`` is passed through (default: on for the ``openai`` tag); MuSc's reference
+    runs the OpenAI weights with plain GELU at 518 px, so it sets ``quick_gelu=False``.
+    """
+    clip = load_clip(name, pretrained, image_size, pos_resize=pos_resize, quick_gelu=quick_gelu, seed=seed)
     return Backbone(clip, name, layers)

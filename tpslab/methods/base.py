@@ -1,0 +1,101 @@
+"""What every detector in tpslab offers: the interface that evaluation, prediction and the CLI use.
+
+A detector turns preprocessed images into image scores and anomaly maps. The five methods of
+the paper's Tables 1-2 (TPS, CLIP, WinCLIP, AnomalyCLIP, MuSc) differ in how they get there,
+in their input size and in how their reference code evaluates them; they share this surface:
+
+* ``settings``: a typed dataclass (unknown keys rejected), saved with every result;
+* ``image_size`` and ``preprocess`` (PIL image -> (3, S, S) tensor);
+* ``protocol``: the reference evaluation protocol (input size, Gaussian sigma of the maps);
+* ``predict(images, class_names)`` for batch methods, and ``predict_set(images, class_name)``
+  for transductive ones (MuSc scores each image against the other test images of its class);
+* ``trains``: whether the method learns anything from auxiliary data (TPS, AnomalyCLIP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from tpslab.model import Prediction
+from tpslab.utils import TPSLabError
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a method's reference code evaluates it.
+
+    Attributes:
+        image_size: input size the maps are scored at (518 for TPS, 240 for WinCLIP).
+        sigma: Gaussian sigma in pixels applied to the maps before the metrics; 0 = none.
+        source: where the protocol comes from (a reference file, or "tpslab decision 8.x").
+    """
+
+    image_size: int
+    sigma: float
+    source: str = ""
+
+
+def scaled_sigma(sigma_at_518: float, image_size: int) -> float:
+    """A sigma given at 518 px, in proportion at ``image_size`` (4 px at 518 -> about 0.49 px at 64).
+
+    >>> round(scaled_sigma(4.0, 259), 6)
+    2.0
+    """
+    return sigma_at_518 * image_size / 518
+
+
+class Detector(nn.Module):
+    """Base class of the methods: a frozen (or partly learned) model that scores images.
+
+    Subclasses set the class attributes, store their settings dataclass in ``self.settings``
+    and a ``preprocess`` callable, and implement :meth:`predict` (and :meth:`predict_set`
+    when ``transductive``).
+    """
+
+    method: ClassVar[str] = ""  # registry name: "tps", "clip", "winclip", "anomalyclip", "musc"
+    trains: ClassVar[bool] = False  # learns from auxiliary data (tpslab train --method NAME)
+    transductive: ClassVar[bool] = False  # scores a whole class at once (predict_set)
+
+    settings: Any
+
+    @property
+    def image_size(self) -> int:
+        """Input size S of the (B, 3, S, S) images that :meth:`predict` takes."""
+        raise NotImplementedError
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        """The method's reference evaluation protocol."""
+        raise NotImplementedError
+
+    def predict(self, images: torch.Tensor, class_names: list[str] | None = None) -> Prediction:
+        """Image scores in [0, 1] and unsmoothed maps at the input size.
+
+        Args:
+            images: (B, 3, S, S), preprocessed with ``self.preprocess``.
+            class_names: one class name per image (``_`` as in the data set's folders);
+                methods that do not use it accept None.
+
+        Returns:
+            A :class:`~tpslab.model.Prediction`: ``image_scores`` (B,), ``anomaly_maps`` (B, S, S).
+        """
+        raise NotImplementedError
+
+    def predict_set(self, images: torch.Tensor, class_name: str) -> Prediction:
+        """Score all test images of one class together (transductive methods); others predict per batch."""
+        if self.transductive:
+            raise NotImplementedError
+        return self.predict(images, [class_name] * len(images))
+
+
+def check_class_names(class_names: list[str] | None, n: int, method: str) -> list[str]:
+    """The class name of each of ``n`` images, or a clear error if they are missing."""
+    if class_names is None:
+        raise TPSLabError(f"{method} needs the class name of every image (class_names=...)")
+    if len(class_names) != n:
+        raise TPSLabError(f"{method}: {len(class_names)} class names for {n} images")
+    return list(class_names)
