@@ -79,6 +79,84 @@ TABLE3 = {
     },
 }
 
+# ----------------------------------------------------------------------------- where each baseline cell comes from
+# TPS reprints the four baselines' numbers without saying where each comes from. Traced in
+# shared/spec/baselines.md section 5 against AnomalyCLIP's Tables 1-2 (Zhou et al., ICLR 2024,
+# README images of 2023-11-24), the WinCLIP paper (Jeong et al., CVPR 2023), the MuSc paper
+# (Li et al., ICLR 2024) and MuSc's README; what matches none of them is TPS's own run, or
+# traces to no source at all.
+
+SOURCES = {
+    "AC": "copied from AnomalyCLIP's Tables 1-2 (Zhou et al., ICLR 2024)",
+    "AC, from WinCLIP paper": "AnomalyCLIP's table, which takes it from the WinCLIP paper (Jeong et al., CVPR 2023)",
+    "AC repo log": "AnomalyCLIP's repository re-evaluation log with the released checkpoints (2024-12-18)",
+    "AC, differs": "AnomalyCLIP's table prints slightly different numbers; no other source found",
+    "MuSc paper": "copied from the MuSc paper (Li et al., ICLR 2024)",
+    "TPS run": "not in any baseline paper: TPS's own run, settings not published",
+    "no source": "matches no published source (see the note)",
+    "TPS paper": "TPS itself (Ma et al., AAAI 2025)",
+}
+
+# Data sets that AnomalyCLIP's tables report (everything else is TPS's own run for CLIP/WinCLIP/AnomalyCLIP).
+_IN_AC = {"mvtec", "visa", "mpdd", "btad", "headct", "brainmri", "br35h", "isic", "kvasir", "tn3k"}
+
+# (table, data set, method) -> (source key, note): the cells that do not follow the rules in provenance().
+_EXCEPTIONS = {
+    (1, "mvtec", "WinCLIP"): ("AC, from WinCLIP paper", ""),
+    (2, "mvtec", "WinCLIP"): ("AC, from WinCLIP paper", ""),
+    (1, "visa", "WinCLIP"): ("AC, from WinCLIP paper", ""),
+    (2, "visa", "WinCLIP"): ("AC, from WinCLIP paper", ""),
+    (2, "visa", "AnomalyCLIP"): ("AC repo log", "AUPRO 86.7 is the repository log's; AnomalyCLIP's table prints 87.0"),
+    (1, "headct", "AnomalyCLIP"): ("AC, differs", "AnomalyCLIP's table: 93.4, 91.6"),
+    (1, "brainmri", "AnomalyCLIP"): ("AC, differs", "AnomalyCLIP's table: 90.3, 92.2"),
+    (1, "br35h", "AnomalyCLIP"): ("no source", "AnomalyCLIP's table: 94.6, 94.7; 84.9, 73.8 is TPS's own "
+                                  "AnomalyCLIP cell for SD-saliency-900 (Table 2), likely a copy slip"),
+    (2, "kvasir", "AnomalyCLIP"): ("AC, differs", "AnomalyCLIP's table: AUPRO 45.6"),
+    (2, "tn3k", "AnomalyCLIP"): ("AC, differs", "AnomalyCLIP's table: 81.5, 50.4"),
+    (1, "btad", "MuSc"): ("no source", "matches neither the MuSc paper nor its README (96.16, 97.85); "
+                          "93.9 is the README's image F1-max"),
+    (2, "btad", "MuSc"): ("no source", "matches neither the MuSc paper nor its README (97.35, 83.43)"),
+}
+
+
+def provenance(table: int, dataset: str, method: str) -> tuple[str, str]:
+    """Where a published baseline cell of Table 1 or 2 comes from.
+
+    Args:
+        table: 1 (classification) or 2 (segmentation).
+        dataset: tpslab's data-set key (``"mvtec"``).
+        method: ``"CLIP"``, ``"WinCLIP"``, ``"AnomalyCLIP"`` or ``"MuSc"`` (``"TPS"`` is the paper itself).
+
+    Returns:
+        ``(source, note)``: a key of :data:`SOURCES` and a note (empty when there is nothing to add).
+
+    >>> provenance(1, "br35h", "AnomalyCLIP")[0]
+    'no source'
+    >>> provenance(2, "msd", "CLIP")[0]
+    'TPS run'
+    """
+    published = TABLE1 if table == 1 else TABLE2
+    if dataset not in published or method not in published[dataset]:
+        raise KeyError(f"Table {table} has no {method} cell for {dataset!r}")
+    if method == "TPS":
+        return "TPS paper", ""
+    if (table, dataset, method) in _EXCEPTIONS:
+        return _EXCEPTIONS[(table, dataset, method)]
+    if method == "MuSc":
+        return ("MuSc paper", "") if dataset in ("mvtec", "visa") else ("TPS run", "")
+    return ("AC", "") if dataset in _IN_AC else ("TPS run", "")
+
+
+def provenance_table() -> Any:
+    """Every baseline cell of Tables 1-2 with its source and note, as a DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame([{"table": t, "dataset": d, "method": m, "published": published[d][m],
+                          "source": provenance(t, d, m)[0], "note": provenance(t, d, m)[1]}
+                         for t, published in ((1, TABLE1), (2, TABLE2)) for d in published
+                         for m in METHODS if m != "TPS"])
+
+
 # Which metrics each table's pairs are, as tpslab.evaluate names them.
 TABLE_METRICS = {1: ("image_auroc", "image_ap"), 2: ("pixel_auroc", "pixel_aupro"),
                  "classification": ("image_auroc", "image_ap"), "segmentation": ("pixel_auroc", "pixel_aupro")}
@@ -92,6 +170,12 @@ def _pair(mean: Any, dataset: str, run: str | None, cols: tuple[str, str]) -> st
     return f"{row[cols[0]].iloc[0]:.1f}, {row[cols[1]].iloc[0]:.1f}" if len(row) else "not run"
 
 
+def _published(pair: tuple[float, float], number: int, dataset: str, method: str) -> str:
+    """A published cell as printed, with a dagger where it traces to no source (see :func:`provenance`)."""
+    mark = " \u2020" if method != "TPS" and provenance(number, dataset, method)[0] == "no source" else ""
+    return f"{pair[0]:.1f}, {pair[1]:.1f}{mark}"
+
+
 def table_layout(number: int, ours: Any, runs: dict[str, str], column: str, category: str = "other") -> Any:
     """Table 1 or 2 in the paper's layout: the published columns, then ours.
 
@@ -102,6 +186,8 @@ def table_layout(number: int, ours: Any, runs: dict[str, str], column: str, cate
         column: the header of our column.
         category: the Category of our data sets that the paper does not have (e.g. "synthetic");
             they get rows of their own, with "-" in the published columns.
+
+    A published baseline cell that traces to no source is marked with a dagger (see :func:`provenance`).
     """
     import pandas as pd
 
@@ -109,7 +195,7 @@ def table_layout(number: int, ours: Any, runs: dict[str, str], column: str, cate
     mean = ours[ours["class"] == "mean"]
     head = {m: ("TPS (paper)" if m == "TPS" else m) for m in METHODS}
     rows = [{"Datasets": DATASET_NAMES[d], "Category": CATEGORY[d][0], "|C|": CATEGORY[d][1],
-             **{head[m]: f"{v[m][0]:.1f}, {v[m][1]:.1f}" for m in METHODS}, column: _pair(mean, d, runs.get(d), cols)}
+             **{head[m]: _published(v[m], number, d, m) for m in METHODS}, column: _pair(mean, d, runs.get(d), cols)}
             for d, v in published.items()]
     for d, r in runs.items():
         if d not in DATASET_NAMES:
