@@ -9,7 +9,7 @@ from tpslab import prompts as P
 from tpslab.authors import load_anomalyclip_checkpoint
 from tpslab.losses import image_loss, segmentation_loss
 from tpslab.methods import build_method
-from tpslab.methods.anomalyclip import AnomalyCLIPConfig
+from tpslab.methods.anomalyclip import AnomalyCLIP, AnomalyCLIPConfig
 from tpslab.model import upsample_probs
 from tpslab.utils import TPSLabError
 
@@ -155,3 +155,10 @@ def test_bad_reference_checkpoints_are_refused(tmp_path, model):
         load_anomalyclip_checkpoint(model, tmp_path / "tps.pth")
     with pytest.raises(TPSLabError, match="not found"):
         load_anomalyclip_checkpoint(model, tmp_path / "missing.pth")
+
+
+def test_a_prebuilt_backbone_is_shared(images):
+    clip = build_method("clip", **TINY)
+    ac = AnomalyCLIP(AnomalyCLIPConfig(**TINY), backbone=clip.backbone)
+    assert ac.backbone.clip is clip.backbone.clip and ac.backbone.layers == (4,)
+    torch.testing.assert_close(ac.predict(images).anomaly_maps, build_method("anomalyclip", **TINY).predict(images).anomaly_maps)

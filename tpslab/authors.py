@@ -14,6 +14,9 @@ Their file is a torch dict of three state dicts:
 Their pathway is called as ``former(global, shunt, patches)``; inside, ``ln_0`` normalises
 the shunt features and ``ln_1`` the global ones. Into a ``"paper"`` model (one pathway per
 layer) the shared pathway is copied to every layer.
+
+AnomalyCLIP's released ``epoch_15.pth`` (zqhang/AnomalyCLIP) holds one such prompt learner,
+``{"prompt_learner": ...}``; :func:`load_anomalyclip_checkpoint` loads it with the same helpers.
 """
 
 from __future__ import annotations
