@@ -14,16 +14,23 @@ Their file is a torch dict of three state dicts:
 Their pathway is called as ``former(global, shunt, patches)``; inside, ``ln_0`` normalises
 the shunt features and ``ln_1`` the global ones. Into a ``"paper"`` model (one pathway per
 layer) the shared pathway is copied to every layer.
+
+AnomalyCLIP's released ``epoch_15.pth`` (zqhang/AnomalyCLIP) holds one such prompt learner,
+``{"prompt_learner": ...}``; :func:`load_anomalyclip_checkpoint` loads it with the same helpers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from tpslab.model import TPS
 from tpslab.utils import TPSLabError
+
+if TYPE_CHECKING:
+    from tpslab.methods.anomalyclip import AnomalyCLIP
 
 # their pathway's names -> ours (tpslab.pathway.Pathway)
 PATHWAY_NAMES = {
@@ -110,4 +117,41 @@ def load_authors_checkpoint(model: TPS, path: str | Path) -> TPS:
         _check_and_copy(dict(pathway.named_parameters()), state, f"{path}: former", bb)
     _check_and_copy({"text_projection": model.text_projection}, {"text_projection": former["text_projection"]},
                     f"{path}: former", bb)
+    return model
+
+
+# -- AnomalyCLIP's released checkpoints ------------------------------------------------
+def _read_torch_file(path: Path) -> object:
+    """A torch file read with ``weights_only=True``, or a one-line error."""
+    if not path.is_file():
+        raise TPSLabError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise TPSLabError(f"{path}: cannot read as a torch checkpoint ({err.__class__.__name__})") from None
+
+
+def load_anomalyclip_checkpoint(model: AnomalyCLIP, path: str | Path) -> AnomalyCLIP:
+    """Load AnomalyCLIP's released ``epoch_15.pth`` (zqhang/AnomalyCLIP) into ``model``, in place.
+
+    Their file is ``{"prompt_learner": state}``, the same prompt-learner layout as the TPS
+    authors' (``ctx_pos`` / ``ctx_neg`` (1, 1, 12, W), ``compound_prompts_text.k`` (4, W), unused
+    ``compound_prompt_projections.*``, recomputed ``token_prefix/suffix_*``). Its
+    ``tokenized_prompts_pos/neg`` must equal the token ids of ``model``'s sentences, else the
+    file was made for other sentences and is refused.
+
+    Raises:
+        TPSLabError: unreadable file, wrong structure, other sentences, or a shape that does not fit.
+    """
+    path = Path(path)
+    ckpt = _read_torch_file(path)
+    if not isinstance(ckpt, dict) or "prompt_learner" not in ckpt or "former" in ckpt:
+        raise TPSLabError(f"{path}: expected a dict with 'prompt_learner' only (AnomalyCLIP's format)")
+    theirs = ckpt["prompt_learner"]
+    tokens = model.prompts.tokens  # (2, T): normal, anomalous
+    for row, key in enumerate(("tokenized_prompts_pos", "tokenized_prompts_neg")):
+        if key in theirs and not torch.equal(theirs[key].reshape(-1).to(tokens.dtype).cpu(), tokens[row].cpu()):
+            raise TPSLabError(f"{path}: {key} is not this model's sentence {model.prompts.sentences[row]!r}")
+    params = dict(model.prompts.named_parameters())
+    _check_and_copy(params, _prompt_state(theirs, "prompt_learner"), f"{path}: prompt_learner", model.config.backbone)
     return model

@@ -240,6 +240,60 @@ class Backbone(nn.Module):
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)  # (B, 1+L, W)
         return visual.ln_pre(x)
 
+    # -- AnomalyCLIP's DPAM: the V-V attention stream --------------------------------
+    @torch.no_grad()
+    def encode_image_vv(self, images: torch.Tensor, start_block: int | None = None,
+                        out_blocks: tuple[int, ...] | None = None, embedding: str = "authors") -> ImageFeatures:
+        """Image embedding and projected patch tokens of AnomalyCLIP's V-V stream (DPAM, baselines spec section 3).
+
+        CLIP's own q-k stream ``h`` is untouched; a second stream ``z`` runs beside it from
+        ``start_block`` on, never passes an MLP, and adds V-V attention of ``h``'s input::
+
+            z_s = h_{s-1} + VV_s(ln_1(h_{s-1}))              s = start_block
+            z_k = z_{k-1} + VV_k(ln_1(h_{k-1}))              k = s+1 .. last block
+            VV(u) = out_proj(concat_heads softmax(v v^T / sqrt(d_head)) v),  v = u W_v^T + b_v
+
+        ``W_v, b_v``: third slice of ``attn.in_proj_weight/bias``; ``ls_1`` applied (identity for
+        CLIP). Tokens: ``ln_post(z_k) @ proj``; a block before ``start_block`` gives ``h``'s.
+
+        Args:
+            images: (B, 3, S, S), preprocessed, S = ``image_size``.
+            start_block: 1-based first V-V block; None: 6 of 24 (``DPAM_layer=20``), scaled.
+            out_blocks: 1-based blocks whose V-V tokens are returned; None: the last block.
+            embedding: ``"authors"`` (final class token @ proj, no ln_post) or ``"open_clip"``.
+
+        Returns:
+            :class:`ImageFeatures`: embedding (B, D), one (B, L, D) tensor per out block.
+        """
+        self._check_size(images)
+        n = self.num_blocks
+        start = start_block or max(1, round(6 * n / 24))
+        outs = tuple(out_blocks) if out_blocks else (n,)
+        if not 1 <= start <= n or any(not 1 <= b <= n for b in outs):
+            raise TPSLabError(f"V-V blocks (start {start}, out {outs}) out of range for {self.name} ({n} blocks)")
+        if embedding not in ("authors", "open_clip"):
+            raise TPSLabError(f"image embedding must be 'open_clip' or 'authors', got {embedding!r}")
+        visual = self.clip.visual  # open_clip 3: batch-first blocks
+        h = self.tokens(images)  # (B, 1+L, W): the q-k stream
+        z, kept = None, {}  # z: (B, 1+L, W), the V-V stream from block `start` on; kept: block -> tokens
+        for k, block in enumerate(visual.transformer.resblocks, start=1):
+            if k >= start:
+                attn = block.attn
+                if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
+                    raise TPSLabError(f"{self.name}: DPAM needs nn.MultiheadAttention blocks with a packed in_proj")
+                w = attn.embed_dim
+                v = F.linear(block.ln_1(h), attn.in_proj_weight[2 * w:], attn.in_proj_bias[2 * w:])  # (B, 1+L, W)
+                v = v.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)  # (B, heads, 1+L, d_head)
+                o = F.scaled_dot_product_attention(v, v, v)  # softmax(v v^T / sqrt(d_head)) v
+                vv = block.ls_1(attn.out_proj(o.transpose(1, 2).flatten(2)))  # (B, 1+L, W)
+                z = (h if z is None else z) + vv
+            h = block(h)  # (B, 1+L, W)
+            if k in outs:
+                kept[k] = z if k >= start else h
+        patches = [visual.ln_post(kept[k][:, 1:]) @ visual.proj for k in outs]  # (B, L, D) each
+        emb = (h[:, 0] if embedding == "authors" else visual.ln_post(h[:, 0])) @ visual.proj  # (B, D)
+        return ImageFeatures(emb.float(), [p.float() for p in patches])
+
     @torch.no_grad()
     def raw_blocks(self, images: torch.Tensor, blocks: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Raw residual-stream patch tokens of chosen blocks (no ``ln_post``, no ``proj``), for MuSc.

@@ -1,0 +1,205 @@
+"""AnomalyCLIP (Zhou et al., ICLR 2024): object-agnostic prompts + DPAM (baselines spec section 3, decision 8.3).
+
+AnomalyCLIP is TPS without shunt prompts and pathway, plus DPAM; it shares TPS's parts:
+
+* **prompts** (:class:`tpslab.prompts.PromptLearner`): one learner with the two sentences
+  ``X1..X12 object.`` / ``X1..X12 damaged object.`` (:data:`STATES`), 12 learnable context
+  vectors per sentence, deep text prompts at text layers 2..9 (4 vectors each, cast through
+  fp16 as the reference) and the reference's unused ``Linear(W, 896)`` layers (checkpoints only);
+* **DPAM**: patch tokens of the V-V attention stream that runs beside CLIP from block 6 on
+  (:meth:`tpslab.backbone.Backbone.encode_image_vv`); the image embedding is the final class
+  token @ proj *without* ln_post, as the reference computes it;
+* **scores** as TPS's Eq. 9-10 with the same learned features for image and patches::
+
+      C = softmax([<v, t^n>, <v, t^a>] / 0.07),   S_i = softmax([<z_p, t^n>, <z_p, t^a>] / 0.07)
+
+  map = sum over the used blocks of ``(S_i[a] + 1 - S_i[n]) / 2`` (:func:`tpslab.model.anomaly_map`);
+* **loss and training**: the same focal + Dice + CE losses and the same loop as TPS. The model
+  exposes TPS's training surface (``encode_images``, ``forward_features`` -> ``TPSOutput``,
+  ``trainable_state_dict``, ``config.to_dict()``) and one extra number, ``config.layer_weight``
+  (the reference's ``lam = 4``): the segmentation term of each layer is multiplied by it.
+
+**Which blocks.** The paper says 6/12/18/24, but until the reference's commit 2a7c886 its four
+"layers" were the same tensor, the block-24 V-V tokens (no ``.clone()`` on a stream updated in
+place); the maintainers then switched to ``--features_list 24`` with ``lam = 4``, which is the same
+computation (issues #18, #64, #82: "all results were run with 24"). The default here is that:
+``layers=None`` = the last block, ``layer_weight=4``. ``layers=(6, 12, 18, 24)`` (on a 24-block
+model; with ``layer_weight=1``) is what the paper's text describes and was **never published**.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tpslab import prompts as P
+from tpslab.backbone import Backbone, ImageFeatures, load_clip
+from tpslab.methods.base import Detector, EvalProtocol, scaled_sigma
+from tpslab.model import Prediction, TPSOutput, anomaly_map, make_preprocess, upsample_probs
+from tpslab.utils import TPSLabError, check_fields
+
+STATES = ("{}", "damaged {}")  # (normal, anomalous); "{}" is the object-agnostic noun
+NOUN = "object"
+SIGMA_AT_518 = 4.0  # AnomalyCLIP test.py: gaussian_filter(sigma=4) on 518 px maps
+
+
+@dataclass
+class AnomalyCLIPConfig:
+    """Everything that defines an AnomalyCLIP model (saved in every checkpoint)."""
+
+    backbone: str = "ViT-L-14-336"  # open_clip architecture, or "local-dir:PATH"
+    pretrained: str | None = "openai"  # None (seeded random), a tag, or a checkpoint file
+    image_size: int | None = 518  # input size; None = the architecture's own
+    layers: tuple[int, ...] | None = None  # 1-based blocks of V-V tokens; None: the last (published)
+    layer_weight: float = 4.0  # lambda: weight of each layer's focal + Dice terms (reference lam = 4)
+    dpam_start: int | None = None  # first block of the V-V stream; None: 6 of 24, scaled
+    image_embedding: str = "authors"  # "authors" (class token @ proj, no ln_post) or "open_clip"
+    n_ctx: int = 12  # learnable context vectors per sentence
+    deep_depth: int = 9  # deep prompts at text layers 2..depth (of 12; scaled)
+    deep_length: int = 4  # deep prompt vectors per layer
+    fp16_deep_prompts: bool = True  # cast deep prompts through fp16 (reference: .half())
+    noun: str = NOUN  # the object-agnostic word (a class name may replace it)
+    temperature: float = 0.07  # softmax temperature of the scores
+    sigma: float = SIGMA_AT_518  # reference smoothing sigma at 518 px, scaled to image_size
+    pos_resize: str = "bilinear"  # position-grid resize: "bilinear" (reference) or "open_clip"
+    quick_gelu: bool | None = None  # None: on for the "openai" tag
+    seed: int = 0  # seeds random CLIP weights and the learnable prompts
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            self.layers = tuple(int(b) for b in self.layers)
+        if self.image_embedding not in ("authors", "open_clip"):
+            raise TPSLabError(f"image_embedding must be 'authors' or 'open_clip', got {self.image_embedding!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnomalyCLIPConfig:
+        """Build from a dict (a checkpoint's, a profile's, ``--set`` pairs), rejecting unknown keys."""
+        check_fields(cls, data, "anomalyclip")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (JSON-friendly) dict of the settings."""
+        d = asdict(self)
+        d["layers"] = list(d["layers"]) if d["layers"] else None
+        return d
+
+
+Settings = AnomalyCLIPConfig  # the registry's name for a method's settings
+
+
+class AnomalyCLIP(Detector):
+    """AnomalyCLIP on a frozen CLIP: one learned prompt pair, DPAM patch tokens.
+
+    Args:
+        config: the model's settings.
+        backbone: a prebuilt backbone (else built from ``config``); ``config.layers`` applies.
+    """
+
+    method = "anomalyclip"
+    trains = True
+
+    def __init__(self, config: AnomalyCLIPConfig, backbone: Backbone | None = None):
+        super().__init__()
+        self.config = self.settings = config
+        if backbone is None:
+            clip = load_clip(config.backbone, config.pretrained, config.image_size, pos_resize=config.pos_resize,
+                             quick_gelu=config.quick_gelu, seed=config.seed)
+            name = config.backbone
+        else:
+            clip, name = backbone.clip, backbone.name
+        n_blocks = len(clip.visual.transformer.resblocks)
+        self.backbone = Backbone(clip, name, layers=config.layers or (n_blocks,))
+        bb = self.backbone
+        torch.manual_seed(config.seed + 1)  # learnable parts: same init whatever CLIP's size
+        self.prompts = P.PromptLearner(
+            bb, P.learned_sentences(STATES, config.noun, config.n_ctx), n_ctx=config.n_ctx,
+            deep_layers=P.deep_prompt_layers(bb.num_text_layers, config.deep_depth), deep_length=config.deep_length,
+            fp16_deep_prompts=config.fp16_deep_prompts, unused_projections=True)
+        self.preprocess = make_preprocess(bb)
+
+    # -- the Detector surface ------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """Input size S of the (B, 3, S, S) images."""
+        return self.backbone.image_size
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        """Sigma 4 at 518 px (scaled), as the reference's test.py."""
+        return EvalProtocol(self.image_size, scaled_sigma(self.config.sigma, self.image_size),
+                            "AnomalyCLIP test.py (sigma 4 at 518)")
+
+    @property
+    def layer_weight(self) -> float:
+        """Weight of each layer's segmentation terms in the loss (lambda; the reference's ``lam``)."""
+        return self.config.layer_weight
+
+    def train(self, mode: bool = True) -> AnomalyCLIP:
+        """Train mode for the prompts; CLIP stays in eval mode."""
+        super().train(mode)
+        self.backbone.train(False)
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned parameters only (the prompt learner); CLIP stays out."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimiser group: all prompts (the reference's single Adam group)."""
+        return {"prompts": [p for p in self.prompts.parameters() if p.requires_grad], "pathway": []}
+
+    # -- forward -------------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor) -> ImageFeatures:
+        """Frozen DPAM features of preprocessed images (cacheable across epochs).
+
+        Returns:
+            ImageFeatures: embedding (B, D) and one (B, L, D) V-V patch tensor per used block.
+        """
+        return self.backbone.encode_image_vv(images, self.config.dpam_start, self.backbone.layers,
+                                             self.config.image_embedding)
+
+    def text_features(self) -> torch.Tensor:
+        """(2, D) text features of the learned prompts, row 0 normal, row 1 anomalous (not normalised)."""
+        return self.prompts(self.backbone)
+
+    def forward_features(self, feats: ImageFeatures) -> TPSOutput:
+        """Logits from (cached) image features, before the softmax, as TPS's Eq. 9-10.
+
+        Returns:
+            TPSOutput: image_logits (B, 2) and one (B, L, 2) patch-logit tensor per used block.
+        """
+        t = self.config.temperature
+        text = F.normalize(self.text_features(), dim=-1)  # (2, D)
+        image_logits = F.normalize(feats.embedding, dim=-1) @ text.T / t  # (B, 2)
+        patch_logits = [F.normalize(z, dim=-1) @ text.T / t for z in feats.patches]  # (B, L, 2) each
+        return TPSOutput(image_logits, patch_logits)
+
+    def forward(self, images: torch.Tensor) -> TPSOutput:
+        """Logits of preprocessed images (B, 3, S, S)."""
+        return self.forward_features(self.encode_images(images))
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, class_names: list[str] | None = None) -> Prediction:
+        """Image scores P(anomalous) in [0, 1] and unsmoothed maps (B, S, S) in [0, number of layers].
+
+        Args:
+            images: (B, 3, S, S), preprocessed with ``self.preprocess``.
+            class_names: ignored (the prompts are object-agnostic).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.forward_features(self.encode_images(images))
+        finally:
+            self.train(was_training)
+        probs = [upsample_probs(p, images.shape[-1]) for p in out.patch_logits]  # (B, 2, S, S) each
+        return Prediction(out.image_logits.softmax(-1)[:, 1], anomaly_map(probs))
+
+
+def build(settings: AnomalyCLIPConfig) -> AnomalyCLIP:
+    """The registry's entry point (see :func:`tpslab.methods.build_method`)."""
+    return AnomalyCLIP(settings)
