@@ -193,3 +193,14 @@ def test_figure(winclip, images):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_windows_of_a_batch_go_in_few_transformer_calls(winclip, images):
+    calls = []
+    handle = winclip.backbone.clip.visual.transformer.register_forward_pre_hook(lambda _m, a: calls.append(a[0].shape))
+    try:
+        winclip.backbone.encode_windows(images, winclip.windows(2))  # 2 images x 49 windows of 5 tokens
+        winclip.backbone.encode_windows(images, winclip.windows(2), max_tokens_per_call=250)  # 50 sequences a call
+    finally:
+        handle.remove()
+    assert calls == [(98, 5, 64), (50, 5, 64), (48, 5, 64)]
