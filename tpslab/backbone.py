@@ -321,6 +321,54 @@ class Backbone(nn.Module):
             raise TPSLabError(f"images are {tuple(images.shape[-2:])}, the backbone expects "
                               f"{self.image_size}x{self.image_size}")
 
+    # -- windows (WinCLIP) -----------------------------------------------------------
+    @torch.no_grad()
+    def encode_windows(self, images: torch.Tensor, windows: torch.Tensor,
+                       max_tokens_per_call: int = 32768) -> torch.Tensor:
+        """Embeddings of image windows by token selection (WinCLIP's window embeddings).
+
+        For each image and each window, the transformer input keeps the class token and the
+        window's patch tokens only, each with its own position embedding (so the window still
+        "knows" where it lies), runs the whole vision transformer on that short sequence, and
+        takes ``ln_post`` + ``proj`` of the class token: the image embedding the window alone
+        would get. This is anomalib's ``torch_model.py:228-278`` (a ``patch_dropout`` hook, then
+        ``ln_pre``, transformer, ``ln_post``, pool, ``proj``) and zqhang's
+        ``src/open_clip/transformer.py:455-486``, through the public modules only. A window of
+        all L patches gives open_clip's own image embedding.
+
+        All (image, window) sequences share one length, so they are stacked and sent through
+        the transformer ``max_tokens_per_call`` tokens at a time (a memory knob: the results do
+        not depend on it), never one call per window.
+
+        Args:
+            images: (B, 3, S, S), preprocessed, S = ``image_size``.
+            windows: (n_win, k) patch indices (row-major on the g x g grid) of each window;
+                k = 4 for 2x2 windows, 9 for 3x3.
+            max_tokens_per_call: at most this many tokens (sequences x (1 + k)) per transformer call;
+                one sequence per call if it is smaller than one sequence.
+
+        Returns:
+            (B, n_win, D) window embeddings, not normalised.
+        """
+        visual = self.clip.visual
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok" \
+                or visual.proj is None:
+            raise TPSLabError(f"{self.name}: window embeddings need a ViT pooled by its class token, with a projection")
+        n_patches = self.grid_size ** 2
+        if windows.ndim != 2 or windows.numel() == 0 or int(windows.min()) < 0 or int(windows.max()) >= n_patches:
+            raise TPSLabError(f"windows must be (n_win, k) patch indices in [0, {n_patches}), got shape {tuple(windows.shape)}")
+        x = self.tokens(images)  # (B, 1+L, W)
+        n_img, (n_win, k) = x.shape[0], windows.shape
+        keep = torch.cat([windows.new_zeros(n_win, 1), windows + 1], dim=1).to(x.device, torch.long)  # (n_win, 1+k)
+        pairs = torch.arange(n_img * n_win, device=x.device)  # image-major (image, window) pairs
+        per_call = max(1, max_tokens_per_call // (1 + k))
+        cls = []
+        for chunk in pairs.split(per_call):
+            seqs = x[(chunk // n_win)[:, None], keep[chunk % n_win]]  # (n, 1+k, W): CLS + the window's tokens
+            cls.append(visual.transformer(seqs)[:, 0])  # (n, W): the class token after the last block
+        emb = visual.ln_post(torch.cat(cls)) @ visual.proj  # (B*n_win, D)
+        return emb.reshape(n_img, n_win, -1).float()  # (B, n_win, D)
+
     # -- text side -----------------------------------------------------------------
     @torch.no_grad()
     def encode_sentences(self, sentences: list[str]) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""WinCLIP window embeddings: images/s and peak memory at 240 px, tiny and ViT-B-16-plus-240-sized backbones.
+
+Random weights (``pretrained=None``): speed does not depend on them. Per image WinCLIP runs the
+whole vision transformer on every 2x2 and 3x3 window (CLS + 4 or 9 tokens) plus the whole image;
+on ViT-B-16-plus-240 (15x15 grid) that is 196 + 169 + 1 sequences, 2,896 tokens (13x the tokens
+of one plain forward), which is what this measures. Each backbone runs in its own process so
+that the peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU) is its own.
+
+    python benchmarks/bench_winclip.py [--quick] [--device cuda] [--batch 8] [--max-tokens 32768]
+
+Prints a table and writes ``results/benchmarks/winclip_windows.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+BACKBONES = ("tpslab-tiny", "ViT-B-16-plus-240")
+IMAGE_SIZE = 240
+OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "winclip_windows.csv"
+
+
+def measure(backbone: str, device: str, batch: int, repeats: int, max_tokens: int) -> dict:
+    """Time the window embeddings of one backbone (in this process) and return one CSV row."""
+    from tpslab.methods import build_method
+
+    dev = torch.device(device)
+    model = build_method("winclip", backbone=backbone, pretrained=None, image_size=IMAGE_SIZE,
+                         max_tokens_per_call=max_tokens).to(dev)
+    bb, g = model.backbone, model.backbone.grid_size
+    windows = [model.whole_image] + [model.windows(k) for k in model.settings.scales]
+    tokens = sum(w.shape[0] * (1 + w.shape[1]) for w in windows)  # per image
+    x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def windows_pass() -> None:
+        for w in windows:
+            bb.encode_windows(x, w, max_tokens)
+
+    bb.clip.encode_image(x[:1])
+    model.predict(x[:1], ["bottle"])  # warm-up, and the class's text embeddings
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        windows_pass()
+        sync()
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    bb.clip.encode_image(x)  # one plain forward, for comparison
+    sync()
+    plain_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.predict(x, ["bottle"] * batch)
+    sync()
+    predict_s = time.perf_counter() - t0
+    if dev.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated() / 2**30, "cuda max_memory_allocated"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
+    return dict(backbone=backbone, image_size=IMAGE_SIZE, grid=g, width=bb.clip.visual.conv1.out_channels,
+                blocks=bb.num_blocks, windows_2x2=model.windows(2).shape[0], windows_3x3=model.windows(3).shape[0],
+                tokens_per_image=tokens, device=str(dev), threads=torch.get_num_threads(), batch=batch,
+                max_tokens_per_call=max_tokens, seconds_per_batch=round(min(times), 4),
+                windows_images_per_s=round(batch / min(times), 3), predict_images_per_s=round(batch / predict_s, 3),
+                plain_forward_images_per_s=round(batch / plain_s, 3),
+                peak_memory_gib=round(peak, 3), memory=kind)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="batch 2 (1 for ViT-B-16-plus-240 on CPU), one repeat")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=32768, help="max_tokens_per_call")
+    ap.add_argument("--backbones", nargs="+", default=list(BACKBONES))
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure this backbone, print a JSON row
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.device, args.batch, args.repeats, args.max_tokens)))
+        return
+    rows = []
+    for name in args.backbones:
+        batch, repeats = args.batch, args.repeats
+        if args.quick:
+            batch, repeats = (1 if name != "tpslab-tiny" and args.device == "cpu" else 2), 1
+        cmd = [sys.executable, __file__, "--one", name, "--device", args.device, "--batch", str(batch),
+               "--repeats", str(repeats), "--max-tokens", str(args.max_tokens)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    cols = ["backbone", "grid", "tokens_per_image", "device", "batch", "windows_images_per_s",
+            "predict_images_per_s", "plain_forward_images_per_s", "peak_memory_gib"]
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(str(r[c]) for c in cols))
+    print(f"(peak memory = {rows[0]['memory']}; {rows[0]['threads']} threads; max_tokens_per_call {args.max_tokens})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
