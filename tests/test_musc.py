@@ -226,7 +226,26 @@ def test_settings_reject_unknown_keys_and_bad_values():
         Settings(r_list=(2,))
     s = Settings.from_dict({"k_list": [1, 8, 9], "blocks": [6, 12, 18, 24]})
     assert s.k_list == (1, 8, 9) and s.to_dict()["blocks"] == [6, 12, 18, 24]
-    assert Settings().quick_gelu is False and Settings().pos_resize == "open_clip"
+    assert Settings().quick_gelu is False and Settings().pos_resize == "bicubic"
+    with pytest.raises(TPSLabError, match="pos_resize"):
+        Settings(pos_resize="nearest")
+
+
+def test_reference_position_grid_is_bicubic_without_antialias(tiny_musc):
+    import torch.nn.functional as F
+
+    musc = build_method("musc", backbone="tpslab-tiny", pretrained=None, image_size=96)
+    native = tiny_musc.backbone.clip.visual.positional_embedding  # (1 + 8*8, W), same seed
+    resized = musc.backbone.clip.visual.positional_embedding  # (1 + 12*12, W)
+    assert musc.image_size == 96 and resized.shape[0] == 1 + 12 * 12
+    assert torch.equal(resized[0], native[0])  # class token's position kept
+    grid = native[1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    plain = F.interpolate(grid, size=(12, 12), mode="bicubic", align_corners=False)
+    smooth = F.interpolate(grid, size=(12, 12), mode="bicubic", align_corners=False, antialias=True)
+    assert torch.allclose(resized[1:], plain.permute(0, 2, 3, 1).reshape(144, -1))
+    assert not torch.allclose(plain, smooth, atol=1e-3)  # the antialiased kernel differs even when upsampling
+    out = musc.predict_set(torch.randn(5, 3, 96, 96), "x")
+    assert out.anomaly_maps.shape == (5, 96, 96)
 
 
 def test_mask_rules():

@@ -29,6 +29,7 @@ the kept image similarities are non-negative, and meaningful only as a ranking w
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 K_LIST_VISA = (1, 8, 9)  # RsCIN neighbourhoods for VisA (musc.py:242-248); (1, 2, 3) for everything else
 MASK_RULES = ("gt_half", "eq_one")
+POS_RESIZE = ("bicubic", "open_clip", "bilinear")
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Settings:
     pretrained: str | None = "openai"  # weights tag or file; None = seeded random
     image_size: int | None = 518  # input size; None = the architecture's own
     quick_gelu: bool = False  # reference: plain GELU with the OpenAI weights at 518 (True: the weights' own activation)
-    pos_resize: str = "open_clip"  # position-grid resize: bicubic + antialias, as the reference's factory
+    pos_resize: str = "bicubic"  # position-grid resize: "bicubic" (reference, no antialias), "open_clip", "bilinear"
     blocks: tuple[int, ...] | None = None  # 1-based blocks; None = 6/12/18/24 scaled to the depth
     r_list: tuple[int, ...] = (1, 3, 5)  # LNAMD aggregation degrees
     interval: tuple[float, float] = MSM_INTERVAL  # MSM: ranks averaged, fractions of the N-1 other images
@@ -84,6 +86,8 @@ class Settings:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, tuple(value))
+        if self.pos_resize not in POS_RESIZE:
+            raise TPSLabError(f"pos_resize must be one of {POS_RESIZE}, got {self.pos_resize!r}")
         if self.masks not in MASK_RULES:
             raise TPSLabError(f"masks must be one of {MASK_RULES}, got {self.masks!r}")
         if self.precision not in HALF_DTYPES:
@@ -160,6 +164,36 @@ def upsample_maps(patch_scores: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(patch_scores.view(n, 1, h, h), size=(size, size), mode="bilinear", align_corners=True)[:, 0]
 
 
+def reference_position_grid(visual: torch.nn.Module, image_size: int) -> None:
+    """Resize a ViT's position grid as MuSc's vendored open_clip does: bicubic, **no** antialias.
+
+    Reference: ``resize_pos_embed`` (models/backbone/open_clip/model.py:413-442) declares
+    ``antialias=True`` but never passes it to ``F.interpolate``. This is not open_clip 3's
+    resize (``pos_resize="open_clip"``, bicubic with antialias): PyTorch's antialiased bicubic
+    uses the cubic coefficient -0.5 instead of -0.75, so the two differ even when upsampling
+    (24x24 -> 37x37). The class token's position is kept.
+    """
+    pos = visual.positional_embedding.detach()  # (1 + g*g, W)
+    old, new = math.isqrt(pos.shape[0] - 1), image_size // visual.patch_size[0]
+    grid = pos[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, W, g, g)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)  # (1, W, g', g')
+    grid = grid.permute(0, 2, 3, 1).reshape(new * new, -1)  # (g'*g', W)
+    visual.positional_embedding = torch.nn.Parameter(torch.cat([pos[:1], grid]), requires_grad=False)
+    visual.image_size = (image_size, image_size)
+    visual.grid_size = (new, new)
+
+
+def musc_backbone(s: Settings) -> Backbone:
+    """The frozen CLIP of a MuSc run: loaded at its native size, then its position grid resized per ``pos_resize``."""
+    if s.pos_resize != "bicubic":
+        return build_backbone(s.backbone, s.pretrained, s.image_size, pos_resize=s.pos_resize, seed=s.seed,
+                              quick_gelu=s.quick_gelu)
+    backbone = build_backbone(s.backbone, s.pretrained, None, seed=s.seed, quick_gelu=s.quick_gelu)
+    if s.image_size and s.image_size != backbone.image_size:
+        reference_position_grid(backbone.clip.visual, s.image_size)
+    return backbone
+
+
 class MuSc(Detector):
     """MuSc behind tpslab's method interface (transductive: use :meth:`predict_set`).
 
@@ -175,9 +209,7 @@ class MuSc(Detector):
     def __init__(self, settings: Settings, backbone: Backbone | None = None):
         super().__init__()
         self.settings = settings
-        self.backbone = backbone or build_backbone(settings.backbone, settings.pretrained, settings.image_size,
-                                                   pos_resize=settings.pos_resize, seed=settings.seed,
-                                                   quick_gelu=settings.quick_gelu)
+        self.backbone = backbone or musc_backbone(settings)
         self.blocks = settings.blocks or default_layers(self.backbone.num_blocks)
         if any(not 1 <= b <= self.backbone.num_blocks for b in self.blocks):
             raise TPSLabError(f"blocks {self.blocks} out of range for {self.backbone.name} "
