@@ -101,6 +101,11 @@ def test_chunked_msm_equals_unchunked(chunk):
     assert torch.allclose(msm(z, chunk=chunk), msm(z, chunk=2**40), atol=1e-12)
 
 
+def test_msm_query_subset_equals_full_rows():
+    z = lnamd(tokens(n=6, h=3, c=5, seed=6), 1)
+    assert torch.allclose(msm(z, query=[4, 1], chunk=20), msm(z)[[4, 1]], atol=1e-12)
+
+
 def test_msm_float32_close_to_float64():
     z = lnamd(tokens(n=6, h=4, c=16, seed=2), 1)
     assert msm(z.float()).dtype == torch.float32

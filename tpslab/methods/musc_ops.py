@@ -103,13 +103,16 @@ def _count(n_images: int, interval: tuple[float, float]) -> int:
     return min(hi, others) - lo
 
 
-def _dot(q: torch.Tensor, ref: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-    """(R, C) x (M, C) -> (R, M) dot products, accumulated and returned in ``acc``."""
-    if q.dtype == acc:
-        return q @ ref.T
-    if q.is_cuda:  # fp16/bf16 inputs, fp32 accumulation and output (no fp16 rounding of the Gram matrix)
-        return torch.mm(q, ref.T, out_dtype=acc)
-    return q.to(acc) @ ref.to(acc).T
+def _shifted_d2(q: torch.Tensor, ref: torch.Tensor, sq_ref: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """``|b|^2 - 2 a.b`` for query rows a (R, C) and reference rows b (M, C) -> (R, M) in ``acc``.
+
+    The squared distance minus ``|a|^2``, which is constant along a row, so it is added after
+    the minimum. One fused ``addmm``; fp16/bf16 inputs on CUDA are multiplied with float32
+    accumulation and output (no half-precision rounding of the dot products).
+    """
+    if q.dtype != acc and q.is_cuda:
+        return torch.mm(q, ref.T, out_dtype=acc).mul_(-2).add_(sq_ref)
+    return torch.addmm(sq_ref[None, :], q.to(acc), ref.to(acc).T, alpha=-2)
 
 
 def msm(
@@ -117,6 +120,7 @@ def msm(
     interval: tuple[float, float] = MSM_INTERVAL,
     chunk: int = 2**24,
     precision: str = "float32",
+    query: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Mutual scores of every patch of every image against the other images of the set.
 
@@ -128,7 +132,7 @@ def msm(
     of ``rows`` (all images mixed), reference images in blocks of ``J`` images, with
     ``rows * J * L <= chunk``; each block keeps only its minimum over the reference image's
     patches. Squared distances use ``|a|^2 + |b|^2 - 2 a.b`` (as ``torch.cdist`` does for large
-    inputs), clamped at 0; the square root is taken after the minimum.
+    inputs; ``|a|^2`` added after the minimum), clamped at 0; the square root is taken last.
 
     Time: ``N^2 L^2 C`` multiply-adds (the image itself included, then masked). Memory:
     ``N L C`` features, ``chunk`` distances and ``rows x N`` minima, ``rows = min(N L, sqrt(chunk))``.
@@ -141,9 +145,11 @@ def msm(
         precision: ``"float32"`` (the reference), or ``"float16"``/``"bfloat16"`` features with
             float32 accumulation of the dot products; half precisions apply on CUDA only
             (on CPU the features stay as they are).
+        query: score only these images (still against all the others); None = all N.
 
     Returns:
-        (N, L) scores in the accumulation dtype (float64 for float64 input, else float32).
+        (N, L) scores (or (len(query), L)) in the accumulation dtype (float64 for float64
+        input, else float32).
     """
     n, length, c = features.shape
     k0, k1 = msm_ranks(n, interval)
@@ -155,23 +161,28 @@ def msm(
     if half is not None and z.is_cuda:
         z = z.to(half)
     sq = z.to(acc).pow(2).sum(-1)  # (N*L,) squared norms of the (possibly rounded) features
-    rows = min(n * length, max(1, math.isqrt(chunk)))
+    images = torch.arange(n, device=z.device) if query is None else torch.as_tensor(query, device=z.device)
+    owner = images.repeat_interleave(length)  # (Q*L,) image of each query patch
+    zq, sq_all = z, sq  # query patches (Q*L, C) and their squared norms
+    if query is not None:
+        zq, sq_all = z.view(n, length, c)[images].reshape(-1, c), sq.view(n, length)[images].reshape(-1)
+    total = zq.shape[0]
+    rows = min(total, max(1, math.isqrt(chunk)))
     per_block = max(1, min(n, chunk // (rows * length)))  # reference images per block
-    owner = torch.arange(n, device=z.device).repeat_interleave(length)  # (N*L,) image of each patch
-    scores = torch.empty(n * length, dtype=acc, device=z.device)
-    for r0 in range(0, n * length, rows):
-        q, sq_q = z[r0:r0 + rows], sq[r0:r0 + rows]  # (R, C), (R,)
+    scores = torch.empty(total, dtype=acc, device=z.device)
+    for r0 in range(0, total, rows):
+        q, sq_q = zq[r0:r0 + rows], sq_all[r0:r0 + rows]  # (R, C), (R,)
         mins = torch.empty(q.shape[0], n, dtype=acc, device=z.device)  # (R, N) running minima
         for j0 in range(0, n, per_block):
             j1 = min(n, j0 + per_block)
             ref, sq_ref = z[j0 * length:j1 * length], sq[j0 * length:j1 * length]  # (J*L, C)
-            d2 = sq_q[:, None] + sq_ref[None, :] - 2 * _dot(q, ref, acc)  # (R, J*L)
-            mins[:, j0:j1] = d2.view(q.shape[0], j1 - j0, length).amin(dim=-1)  # (R, J)
-        mins = mins.clamp_min_(0).sqrt_()
+            part = _shifted_d2(q, ref, sq_ref, acc)  # (R, J*L) squared distances minus |a|^2
+            mins[:, j0:j1] = part.view(q.shape[0], j1 - j0, length).amin(dim=-1)  # (R, J)
+        mins = mins.add_(sq_q[:, None]).clamp_min_(0).sqrt_()  # (R, N) nearest distances
         mins[torch.arange(q.shape[0], device=z.device), owner[r0:r0 + rows]] = float("inf")  # drop j == i
         vals = mins.topk(k1, dim=1, largest=False, sorted=True).values[:, k0:k1]  # (R, k1-k0)
         scores[r0:r0 + rows] = vals.mean(dim=1)
-    return scores.view(n, length)
+    return scores.view(-1, length)
 
 
 def rscin(scores: torch.Tensor, embeddings: torch.Tensor, k_list: Sequence[int] = (1, 2, 3)) -> torch.Tensor:
