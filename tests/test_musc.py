@@ -9,7 +9,7 @@ import torch
 
 from tpslab.methods import build_method
 from tpslab.methods.musc import MuSc, Settings, binarise_masks, mutual_maps, upsample_maps
-from tpslab.methods.musc_ops import auto_group_size, deal_groups, lnamd, msm, msm_ranks, rscin
+from tpslab.methods.musc_ops import auto_group_size, deal_groups, lnamd, msm, msm_ranks, nearest_distances, rscin
 from tpslab.utils import TPSLabError
 
 
@@ -104,6 +104,14 @@ def test_chunked_msm_equals_unchunked(chunk):
 def test_msm_query_subset_equals_full_rows():
     z = lnamd(tokens(n=6, h=3, c=5, seed=6), 1)
     assert torch.allclose(msm(z, query=[4, 1], chunk=20), msm(z)[[4, 1]], atol=1e-12)
+
+
+def test_nearest_distances_are_what_msm_ranks():
+    z = lnamd(tokens(n=5, h=3, c=4, seed=7), 1)
+    d = nearest_distances(z, [2], chunk=7)  # (1, L, N)
+    assert d.shape == (1, 9, 5) and torch.isinf(d[0, :, 2]).all()
+    assert torch.allclose(d[0, 4, 0], torch.cdist(z[2, 4:5], z[0]).min())
+    assert torch.allclose(d[0].sort(dim=1).values[:, :1].mean(1), msm(z)[2])  # k = int(4 * 0.3) = 1
 
 
 def test_msm_float32_close_to_float64():

@@ -28,6 +28,7 @@ the kept image similarities are non-negative, and meaningful only as a ranking w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -243,7 +244,7 @@ class MuSc(Detector):
         embs, toks = [], []
         for b0 in range(0, len(images), self.settings.batch_size):
             x = images[b0:b0 + self.settings.batch_size].to(dev, torch.float32)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            with torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
                 emb, blocks = self.backbone.raw_blocks(x, self.blocks)  # (B, D), [(B, L, W)]
             embs.append(emb.float())
             toks.append([t.half() if amp else t for t in blocks])

@@ -17,6 +17,7 @@ written for tpslab; :mod:`tpslab.methods.musc` strings them together.
 * :func:`rscin`: Re-scoring with Constrained Image-level Neighbourhood. Min-max-normalised
   image scores, smoothed over each image's k most similar images (cosine of image
   embeddings, itself included), averaged over several k.
+* :func:`nearest_distances`: what MSM ranks, for a few images (the baseline notebook's figure).
 * :func:`deal_groups`: how a large class is split into groups (the reference's ``sub_datasets``).
 
 Cost of :func:`msm` on N images of L patches of C channels: about ``N^2 L^2 C`` multiply-adds
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +116,64 @@ def _shifted_d2(q: torch.Tensor, ref: torch.Tensor, sq_ref: torch.Tensor, acc: t
     return torch.addmm(sq_ref[None, :], q.to(acc), ref.to(acc).T, alpha=-2)
 
 
+def _nearest_blocks(
+    features: torch.Tensor, chunk: int, precision: str, query: Sequence[int] | None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Distances from query patches to each image's nearest patch, one block of query rows at a time.
+
+    Yields ``(r0, d)`` with ``d`` (R, N): rows ``r0 .. r0+R`` of the query patches (image-major),
+    ``d[p, j] = min_q |Z_p - Z_{j,q}|``, and ``inf`` where j is the patch's own image. See
+    :func:`msm` for the blocking and the arithmetic.
+    """
+    n, length, c = features.shape
+    if precision not in HALF_DTYPES:
+        raise TPSLabError(f"precision must be one of {sorted(HALF_DTYPES)}, got {precision!r}")
+    acc = torch.float64 if features.dtype == torch.float64 else torch.float32
+    z = features.reshape(n * length, c).to(acc)  # (N*L, C)
+    half = HALF_DTYPES[precision]
+    if half is not None and z.is_cuda:
+        z = z.to(half)
+    sq = z.to(acc).pow(2).sum(-1)  # (N*L,) squared norms of the (possibly rounded) features
+    images = torch.arange(n, device=z.device) if query is None else torch.as_tensor(query, device=z.device)
+    owner = images.repeat_interleave(length)  # (Q*L,) image of each query patch
+    zq, sq_all = z, sq  # query patches (Q*L, C) and their squared norms
+    if query is not None:
+        zq, sq_all = z.view(n, length, c)[images].reshape(-1, c), sq.view(n, length)[images].reshape(-1)
+    total = zq.shape[0]
+    rows = min(total, max(1, math.isqrt(chunk)))
+    per_block = max(1, min(n, chunk // (rows * length)))  # reference images per block
+    for r0 in range(0, total, rows):
+        q, sq_q = zq[r0:r0 + rows], sq_all[r0:r0 + rows]  # (R, C), (R,)
+        mins = torch.empty(q.shape[0], n, dtype=acc, device=z.device)  # (R, N) running minima
+        for j0 in range(0, n, per_block):
+            j1 = min(n, j0 + per_block)
+            ref, sq_ref = z[j0 * length:j1 * length], sq[j0 * length:j1 * length]  # (J*L, C)
+            part = _shifted_d2(q, ref, sq_ref, acc)  # (R, J*L) squared distances minus |a|^2
+            mins[:, j0:j1] = part.view(q.shape[0], j1 - j0, length).amin(dim=-1)  # (R, J)
+        mins = mins.add_(sq_q[:, None]).clamp_min_(0).sqrt_()  # (R, N) nearest distances
+        mins[torch.arange(q.shape[0], device=z.device), owner[r0:r0 + rows]] = float("inf")  # drop j == i
+        yield r0, mins
+
+
+def nearest_distances(
+    features: torch.Tensor, query: Sequence[int], chunk: int = 2**24, precision: str = "float32"
+) -> torch.Tensor:
+    """For each patch of the query images, the distance to every image's nearest patch (what MSM ranks).
+
+    Args:
+        features: (N, L, C) unit-length patch features (:func:`lnamd`).
+        query: the images to look at (a few: the result holds ``len(query) * L * N`` numbers).
+        chunk: see :func:`msm`.
+        precision: see :func:`msm`.
+
+    Returns:
+        (Q, L, N) distances; ``inf`` at each image's own column.
+    """
+    n, length, _ = features.shape
+    blocks = [d for _, d in _nearest_blocks(features, chunk, precision, query)]
+    return torch.cat(blocks).view(len(query), length, n)
+
+
 def msm(
     features: torch.Tensor,
     interval: tuple[float, float] = MSM_INTERVAL,
@@ -151,37 +210,14 @@ def msm(
         (N, L) scores (or (len(query), L)) in the accumulation dtype (float64 for float64
         input, else float32).
     """
-    n, length, c = features.shape
+    n, length, _ = features.shape
     k0, k1 = msm_ranks(n, interval)
-    if precision not in HALF_DTYPES:
-        raise TPSLabError(f"precision must be one of {sorted(HALF_DTYPES)}, got {precision!r}")
     acc = torch.float64 if features.dtype == torch.float64 else torch.float32
-    z = features.reshape(n * length, c).to(acc)  # (N*L, C)
-    half = HALF_DTYPES[precision]
-    if half is not None and z.is_cuda:
-        z = z.to(half)
-    sq = z.to(acc).pow(2).sum(-1)  # (N*L,) squared norms of the (possibly rounded) features
-    images = torch.arange(n, device=z.device) if query is None else torch.as_tensor(query, device=z.device)
-    owner = images.repeat_interleave(length)  # (Q*L,) image of each query patch
-    zq, sq_all = z, sq  # query patches (Q*L, C) and their squared norms
-    if query is not None:
-        zq, sq_all = z.view(n, length, c)[images].reshape(-1, c), sq.view(n, length)[images].reshape(-1)
-    total = zq.shape[0]
-    rows = min(total, max(1, math.isqrt(chunk)))
-    per_block = max(1, min(n, chunk // (rows * length)))  # reference images per block
-    scores = torch.empty(total, dtype=acc, device=z.device)
-    for r0 in range(0, total, rows):
-        q, sq_q = zq[r0:r0 + rows], sq_all[r0:r0 + rows]  # (R, C), (R,)
-        mins = torch.empty(q.shape[0], n, dtype=acc, device=z.device)  # (R, N) running minima
-        for j0 in range(0, n, per_block):
-            j1 = min(n, j0 + per_block)
-            ref, sq_ref = z[j0 * length:j1 * length], sq[j0 * length:j1 * length]  # (J*L, C)
-            part = _shifted_d2(q, ref, sq_ref, acc)  # (R, J*L) squared distances minus |a|^2
-            mins[:, j0:j1] = part.view(q.shape[0], j1 - j0, length).amin(dim=-1)  # (R, J)
-        mins = mins.add_(sq_q[:, None]).clamp_min_(0).sqrt_()  # (R, N) nearest distances
-        mins[torch.arange(q.shape[0], device=z.device), owner[r0:r0 + rows]] = float("inf")  # drop j == i
+    total = length * (n if query is None else len(query))
+    scores = torch.empty(total, dtype=acc, device=features.device)
+    for r0, mins in _nearest_blocks(features, chunk, precision, query):  # mins (R, N)
         vals = mins.topk(k1, dim=1, largest=False, sorted=True).values[:, k0:k1]  # (R, k1-k0)
-        scores[r0:r0 + rows] = vals.mean(dim=1)
+        scores[r0:r0 + mins.shape[0]] = vals.mean(dim=1)
     return scores.view(-1, length)
 
 
