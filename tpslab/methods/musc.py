@@ -55,7 +55,6 @@ from tpslab.utils import TPSLabError, check_fields
 
 log = logging.getLogger(__name__)
 
-K_LIST_VISA = (1, 8, 9)  # RsCIN neighbourhoods for VisA (musc.py:242-248); (1, 2, 3) for everything else
 MASK_RULES = ("gt_half", "eq_one")
 POS_RESIZE = ("bicubic", "open_clip", "bilinear")
 
@@ -72,7 +71,7 @@ class Settings:
     blocks: tuple[int, ...] | None = None  # 1-based blocks; None = 6/12/18/24 scaled to the depth
     r_list: tuple[int, ...] = (1, 3, 5)  # LNAMD aggregation degrees
     interval: tuple[float, float] = MSM_INTERVAL  # MSM: ranks averaged, fractions of the N-1 other images
-    k_list: tuple[int, ...] = (1, 2, 3)  # RsCIN neighbourhoods; (1, 8, 9) for VisA; (0,) = no RsCIN
+    k_list: tuple[int, ...] = (1, 2, 3)  # RsCIN neighbourhoods; (1, 8, 9) for VisA (reference_k_list); (0,) = none
     group_size: int | None = None  # None: whole class, or groups of 200 above 1000 images
     group_seed: int = 42  # seed of the stratified dealing into groups (reference: 42)
     masks: str = "gt_half"  # mask binarisation for evaluation: "gt_half" (> 0.5) or "eq_one" (reference)
@@ -106,6 +105,15 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def reference_k_list(dataset: str) -> tuple[int, ...]:
+    """RsCIN's neighbourhood sizes as the reference picks them by data set name (musc.py:242-248).
+
+    >>> reference_k_list("visa"), reference_k_list("mvtec"), reference_k_list("btad")
+    ((1, 8, 9), (1, 2, 3), (1, 2, 3))
+    """
+    return (1, 8, 9) if dataset.lower() == "visa" else (1, 2, 3)
 
 
 def binarise_masks(masks: torch.Tensor, rule: str = "gt_half") -> torch.Tensor:
@@ -262,6 +270,9 @@ class MuSc(Detector):
             defect_types: the defect type of each image (``specie_name``), used to deal a large
                 class into groups stratified by type; None = one type.
 
+        MSM runs within each group; RsCIN over the whole class (the reference concatenates the
+        groups' maxima and embeddings before RsCIN, musc.py:139-248).
+
         Returns:
             A :class:`~tpslab.model.Prediction` on the CPU: ``image_scores`` (N,) after RsCIN,
             ``anomaly_maps`` (N, S, S) float32, and ``extras`` with ``groups`` (N,) the group of
@@ -285,16 +296,18 @@ class MuSc(Detector):
             except TPSLabError as err:
                 raise TPSLabError(f"class {class_name!r} ({n} images, {len(groups)} group(s)): {err}") from None
         maps = torch.empty(n, self.image_size, self.image_size)
+        max_scores = torch.empty(n, dtype=torch.float64)
         embeddings = torch.empty(n, self.backbone.embed_dim)
         group_of = torch.empty(n, dtype=torch.long)
         for gi, idx in enumerate(groups):
             log.info("musc %s: group %d/%d, %d images", class_name, gi + 1, len(groups), len(idx))
             emb, tokens = self.features(images[idx])
             patch = mutual_maps(tokens, s.r_list, s.interval, s.chunk, s.precision)  # (G, L) float64
-            maps[idx] = upsample_maps(patch, self.image_size).float().cpu()
+            up = upsample_maps(patch, self.image_size)  # (G, S, S) float64
+            max_scores[idx] = up.flatten(1).amax(dim=1).cpu()  # musc.py:240: max of the upsampled map
+            maps[idx] = up.float().cpu()
             embeddings[idx] = emb.cpu()
             group_of[idx] = gi
-        max_scores = maps.double().flatten(1).amax(dim=1)  # (N,)  musc.py:240
         try:
             scores = rscin(max_scores, embeddings, s.k_list)
         except TPSLabError as err:

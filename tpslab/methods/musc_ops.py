@@ -133,7 +133,7 @@ def _nearest_blocks(
     half = HALF_DTYPES[precision]
     if half is not None and z.is_cuda:
         z = z.to(half)
-    sq = z.to(acc).pow(2).sum(-1)  # (N*L,) squared norms of the (possibly rounded) features
+    sq = torch.linalg.vector_norm(z, dim=-1, dtype=acc).square_()  # (N*L,) squared norms, no (N*L, C) temporary
     images = torch.arange(n, device=z.device) if query is None else torch.as_tensor(query, device=z.device)
     owner = images.repeat_interleave(length)  # (Q*L,) image of each query patch
     zq, sq_all = z, sq  # query patches (Q*L, C) and their squared norms
