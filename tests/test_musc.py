@@ -126,6 +126,16 @@ def test_msm_is_permutation_equivariant():
     assert torch.allclose(msm(z[perm]), msm(z)[perm], atol=1e-12)
 
 
+def test_msm_interval_bounds_as_counts_and_precision_guard():
+    z = lnamd(tokens(n=6, h=2, c=3, seed=8), 1)
+    assert msm_ranks(6, (1, 3)) == (1, 3) and msm_ranks(11, (0.1, 0.3)) == (1, 3)
+    d = nearest_distances(z, list(range(6))).sort(dim=-1).values  # (N, L, N), inf last
+    assert torch.allclose(msm(z, interval=(1, 3)), d[..., 1:3].mean(-1), atol=1e-12)
+    assert torch.equal(msm(z.float(), precision="bfloat16"), msm(z.float()))  # half precision: CUDA only
+    with pytest.raises(TPSLabError, match="precision"):
+        msm(z, precision="int8")
+
+
 def test_too_few_images_is_a_clear_error():
     assert msm_ranks(5) == (0, 1)
     with pytest.raises(TPSLabError, match="at least 5 images"):
@@ -151,6 +161,11 @@ def test_rscin_k1_is_min_max_and_errors():
         rscin(a, e, [1, 8, 9])
     with pytest.raises(TPSLabError, match="equal"):
         rscin(torch.ones(5), e, [1, 2])
+
+
+def test_upsampling_aligns_corners():
+    up = upsample_maps(torch.tensor([[0.0, 1.0, 2.0, 4.0]]), 3)  # 2x2 grid -> 3x3, align_corners=True
+    assert torch.allclose(up[0], torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.75, 2.5], [2.0, 3.0, 4.0]]))
 
 
 # -- groups ---------------------------------------------------------------------------------
