@@ -164,8 +164,9 @@ def test_rscin_k1_is_min_max_and_errors():
 
 
 def test_upsampling_aligns_corners():
-    up = upsample_maps(torch.tensor([[0.0, 1.0, 2.0, 4.0]]), 3)  # 2x2 grid -> 3x3, align_corners=True
-    assert torch.allclose(up[0], torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.75, 2.5], [2.0, 3.0, 4.0]]))
+    up = upsample_maps(torch.tensor([[0.0, 1.0, 2.0, 4.0]]), 4)[0]  # 2x2 grid -> 4x4, align_corners=True
+    assert torch.allclose(up[0], torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]))  # grid points at the pixel corners
+    assert torch.allclose(up[:, 0], torch.tensor([0.0, 2 / 3, 4 / 3, 2.0])) and up[3, 3] == 4.0
 
 
 # -- groups ---------------------------------------------------------------------------------
