@@ -162,3 +162,25 @@ def test_a_prebuilt_backbone_is_shared(images):
     ac = AnomalyCLIP(AnomalyCLIPConfig(**TINY), backbone=clip.backbone)
     assert ac.backbone.clip is clip.backbone.clip and ac.backbone.layers == (4,)
     torch.testing.assert_close(ac.predict(images).anomaly_maps, build_method("anomalyclip", **TINY).predict(images).anomaly_maps)
+
+
+def test_attention_weights_match_open_clip_and_the_vv_definition():
+    """q-k weights equal nn.MultiheadAttention's own (averaged over heads); V-V rows are a softmax of v v^T."""
+    from tpslab.backbone import build_backbone
+    from tpslab.methods.anomalyclip import attention_weights
+
+    bb = build_backbone("tpslab-ref24", None, seed=0, quick_gelu=True)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    att = attention_weights(bb, images, block=3)
+    resblocks = bb.clip.visual.transformer.resblocks
+    with torch.no_grad():
+        h = resblocks[1](resblocks[0](bb.tokens(images)))
+        u = resblocks[2].ln_1(h)
+        _, theirs = resblocks[2].attn(u, u, u, need_weights=True, average_attn_weights=True)
+        w = resblocks[2].attn.embed_dim
+        v = u @ resblocks[2].attn.in_proj_weight[2 * w:].T + resblocks[2].attn.in_proj_bias[2 * w:]
+        v = v.reshape(2, 65, 2, 64)  # (B, 1+L, heads, d_head): head_width 64, width 128
+        vv = torch.stack([torch.softmax(v[:, :, i] @ v[:, :, i].transpose(1, 2) / 8.0, -1) for i in range(2)]).mean(0)
+    torch.testing.assert_close(att["qk"], theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(att["vv"], vv, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(att["vv"].sum(-1), torch.ones(2, 65))

@@ -203,3 +203,36 @@ class AnomalyCLIP(Detector):
 def build(settings: AnomalyCLIPConfig) -> AnomalyCLIP:
     """The registry's entry point (see :func:`tpslab.methods.build_method`)."""
     return AnomalyCLIP(settings)
+
+
+@torch.no_grad()
+def attention_weights(backbone: Backbone, images: torch.Tensor, block: int) -> dict[str, torch.Tensor]:
+    """CLIP's q-k attention and DPAM's V-V attention of one block, averaged over heads (for figures).
+
+    Both are computed from the same input, ``ln_1`` of the q-k stream entering ``block``:
+    ``softmax(q k^T / sqrt(d_head))`` is what CLIP uses; ``softmax(v v^T / sqrt(d_head))`` is what
+    DPAM uses (:meth:`tpslab.backbone.Backbone.encode_image_vv`). V-V attention keeps each token
+    close to tokens with similar values, so patch tokens stay local instead of drifting to a few
+    global "sink" tokens, which is why AnomalyCLIP's maps localise better than CLIP's.
+
+    Args:
+        backbone: the frozen CLIP.
+        images: (B, 3, S, S), preprocessed.
+        block: 1-based vision block.
+
+    Returns:
+        ``{"qk": (B, 1+L, 1+L), "vv": (B, 1+L, 1+L)}``: row i = where token i attends (token 0 is CLS).
+    """
+    if not 1 <= block <= backbone.num_blocks:
+        raise TPSLabError(f"block {block} out of range for {backbone.name} ({backbone.num_blocks} blocks)")
+    resblocks = backbone.clip.visual.transformer.resblocks
+    h = backbone.tokens(images)  # (B, 1+L, W)
+    for b in resblocks[:block - 1]:
+        h = b(h)
+    attn = resblocks[block - 1].attn
+    q, k, v = F.linear(resblocks[block - 1].ln_1(h), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    split = lambda x: x.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2)  # noqa: E731  (B, heads, 1+L, d)
+    q, k, v = split(q), split(k), split(v)
+    scale = q.shape[-1] ** -0.5
+    return {"qk": (q @ k.transpose(-1, -2) * scale).softmax(-1).mean(1),  # (B, 1+L, 1+L)
+            "vv": (v @ v.transpose(-1, -2) * scale).softmax(-1).mean(1)}
