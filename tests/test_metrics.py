@@ -394,3 +394,14 @@ def test_device_path(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> Non
         expected = metrics.pixel_metrics(masks, host, aupro_method=method)
         assert metrics.pixel_metrics(torch.from_numpy(masks), maps_t, aupro_method=method) == pytest.approx(
             expected, abs=1e-12)
+
+
+def test_floor_to_keeps_strict_comparisons() -> None:
+    # float32 scores against float64 thresholds, compared in float32 without a float64 copy of the scores.
+    rng = np.random.default_rng(4)
+    values = rng.random(2000).astype(np.float32)
+    thresholds = np.concatenate([rng.random(500), values[:200].astype(np.float64), [1e40, -1e40]])
+    floored = pixel_pool._floor_to(thresholds, np.dtype(np.float32))
+    assert floored.dtype == np.float32
+    assert np.array_equal(values[:, None] > thresholds[None], values[:, None] > floored[None])
+    assert pixel_pool._floor_to(thresholds, np.dtype(np.float64)) is thresholds

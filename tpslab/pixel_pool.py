@@ -87,8 +87,9 @@ class PixelPool:
       pixels go into a fixed 65536-bin histogram (0.5 MB), so a 518 x 518 image with 2 %
       anomalous pixels costs about 64 kB, and ``compute`` sorts only the ``a`` positives.
     * float32 (or bfloat16) maps: ``4 (P - a) + 12 a`` bytes, about 1.1 MB at 518 x 518;
-      ``compute`` needs at most about 9 bytes per normal pixel on top (the joined scores, a
-      boolean selection and the sorted selection) and no int64 index array.
+      ``compute`` joins the normal scores chunk by chunk (freeing each) and then needs at most
+      about 5 bytes per normal pixel on top (a boolean selection and the sorted selection), and
+      no int64 index array.
     * float64 maps: twice the float32 figures.
 
     Transient per chunk: one boolean mask and one int32 label image per image (5 bytes/pixel),
@@ -208,6 +209,22 @@ class PixelPool:
         pro = np.cumsum(weights)[ends] / self.n_regions
         return values[ends], ends + 1, pro
 
+    def _joined_normals(self) -> np.ndarray:
+        """All normal scores in one array, built chunk by chunk so that the chunks are freed as it fills.
+
+        The pool keeps the joined array (its order is irrelevant: it may be partitioned or sorted in place).
+        """
+        if len(self._normals) != 1:
+            dtype = np.result_type(*self._normals) if self._normals else self._dtype
+            joined = np.empty(sum(c.size for c in self._normals), dtype=dtype)
+            filled = 0
+            while self._normals:
+                chunk = self._normals.pop(0)
+                joined[filled : filled + chunk.size] = chunk
+                filled += chunk.size
+            self._normals = [joined]
+        return self._normals[0]
+
     def _ranks(self, floor: float, top: int | None) -> _Ranks:
         """Normal scores, sorted where they matter.
 
@@ -221,12 +238,14 @@ class PixelPool:
             distinct, inverse = np.unique(values, return_inverse=True)  # merges -0.0 and +0.0
             counts = np.bincount(inverse, weights=self._hist[codes]).astype(np.int64)
             return _Ranks(distinct, np.append(0, np.cumsum(counts)), 0, -np.inf)
-        if self._normals and not isinstance(self._normals[0], np.ndarray):
-            import torch  # device chunks: one sort on the device
+        device = next((c.device for c in self._normals if not isinstance(c, np.ndarray)), None)
+        if device is not None:
+            import torch  # device chunks (host chunks join them there): one sort on the device
 
-            joined = torch.sort(torch.cat([t.flatten() for t in self._normals])).values.cpu().numpy()
-            return _Ranks(joined, None, 0, -np.inf)
-        joined = np.concatenate(self._normals) if self._normals else np.zeros(0, self._dtype)
+            chunks = [torch.as_tensor(c, device=device).flatten() for c in self._normals]
+            self._normals = [torch.sort(torch.cat(chunks)).values]
+            return _Ranks(self._normals[0].cpu().numpy(), None, 0, -np.inf)
+        joined = self._joined_normals()
         n = joined.size
         lo = floor
         if top is not None and top < n:
@@ -290,7 +309,7 @@ class PixelPool:
         thresholds = np.arange(lo, hi, (hi - lo) / steps)  # the reference's grid, its dtype and rounding
         compared = thresholds.astype(np.result_type(np.empty(0, self._dtype), thresholds[0]))  # dtype of `map > th`
         valid = compared >= ranks.lo  # below ranks.lo the FPR is known to exceed the limit
-        fpr = np.where(valid, ranks.greater(compared) / ranks.n, np.inf)
+        fpr = np.where(valid, ranks.greater(_floor_to(compared, ranks.values.dtype)) / ranks.n, np.inf)
         n_above = values.size - np.searchsorted(values[::-1], compared, side="right")  # distinct positives > th
         pros = np.append(0.0, pro)[n_above]
         keep = fpr < limit
@@ -303,6 +322,18 @@ class PixelPool:
         from sklearn.metrics import auc
 
         return float(auc((fpr - fpr.min()) / span, pros))
+
+
+def _floor_to(t: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``t`` rounded down to ``dtype`` if narrower: for values ``v`` of that dtype, ``v > t`` iff ``v > result``.
+
+    Lets float32 scores be counted against float64 thresholds without a float64 copy of the scores.
+    """
+    if np.dtype(dtype).itemsize >= t.dtype.itemsize:
+        return t
+    with np.errstate(over="ignore"):  # beyond dtype's range: +-inf, then nextafter gives its max
+        down = t.astype(dtype)
+    return np.where(down > t, np.nextafter(down, dtype.type(-np.inf)), down)
 
 
 def _exact_aupro(values: np.ndarray, pro: np.ndarray, ranks: _Ranks, neg_ge: np.ndarray, limit: float) -> float:
