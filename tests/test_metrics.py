@@ -405,3 +405,19 @@ def test_floor_to_keeps_strict_comparisons() -> None:
     assert floored.dtype == np.float32
     assert np.array_equal(values[:, None] > thresholds[None], values[:, None] > floored[None])
     assert pixel_pool._floor_to(thresholds, np.dtype(np.float64)) is thresholds
+
+
+def test_benchmark_baselines_agree() -> None:
+    # benchmarks/bench_metrics.py times tpslab against these copies; they must compute the same numbers.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
+    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    masks, maps = bench.make_class(3, 32)
+    assert metrics.aupro(masks, maps, method="authors") == pytest.approx(bench.reference_loop_aupro(masks, maps),
+                                                                        abs=1e-9)
+    assert metrics.pixel_metrics(masks, maps) == pytest.approx(bench.old_pixel_metrics(masks, maps), abs=1e-9)
+    assert metrics.pixel_metrics(masks, maps) == pytest.approx(brute_pixel_metrics(masks, maps), abs=1e-9)
