@@ -91,6 +91,11 @@ class PixelPool:
       about 5 bytes per normal pixel on top (a boolean selection and the sorted selection), and
       no int64 index array.
     * float64 maps: twice the float32 figures.
+    * maps on a CUDA device: the same, but float32 normal scores stay in device memory until
+      ``compute`` sorts them there; only positives (and float16 histograms) come to the host.
+
+    float16 maps are exact for the float16 values given; rounding float32 maps to float16
+    moved the four metrics by less than 1e-4 on 20 synthetic 518 x 518 maps.
 
     Transient per chunk: one boolean mask and one int32 label image per image (5 bytes/pixel),
     plus an intp copy of the chunk's bit patterns for the float16 histogram (8 bytes/pixel).
