@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from skimage import measure
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-from tpslab import metrics
+from tpslab import metrics, pixel_pool
 
 # --------------------------------------------------------------------------- helpers
 
@@ -47,6 +48,54 @@ def reference_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float) -> fl
             x1 = fpr_limit
         area += (x1 - x0) * (y0 + y1) / 2
     return area / fpr_limit
+
+
+def reference_cal_pro_score(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3, steps: int = 200,
+                            at_most: int | None = None) -> float:
+    """Slow AUPRO of the reference code's definition (spec section 6), one threshold at a time.
+
+    Thresholds ``np.arange(min, max, (max - min) / steps)``, ``map > t``, regions from
+    ``skimage.measure.label`` (default connectivity), FPR over all normal pixels, points with
+    ``FPR < fpr_limit``, FPRs min-max rescaled, ``sklearn.metrics.auc``. ``at_most`` truncates the
+    threshold list (only to show that a test depends on its last element).
+    """
+    gt = (masks > 0.5).astype(np.uint8)
+    low, high = maps.min(), maps.max()
+    fprs, pros = [], []
+    for t in np.arange(low, high, (high - low) / steps)[:at_most]:
+        predicted = maps > t
+        overlaps = []
+        for image, mask in zip(predicted, gt):
+            for region in measure.regionprops(measure.label(mask)):
+                rows, cols = region.coords[:, 0], region.coords[:, 1]
+                overlaps.append(image[rows, cols].sum() / region.area)
+        fprs.append(np.logical_and(gt == 0, predicted).sum() / (gt == 0).sum())
+        pros.append(np.mean(overlaps))
+    fprs, pros = np.array(fprs), np.array(pros)
+    keep = fprs < fpr_limit
+    f = fprs[keep]
+    return float(auc((f - f.min()) / (f.max() - f.min()), pros[keep]))
+
+
+def brute_pixel_metrics(masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
+    """AUROC / AP / F1-max by scikit-learn on float64 copies of all pixels, exact AUPRO by ``reference_aupro``."""
+    y, s = masks.ravel() > 0.5, maps.astype(np.float64).ravel()
+    precision, recall, _ = precision_recall_curve(y, s)
+    with np.errstate(invalid="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    return {"pixel_auroc": roc_auc_score(y, s), "pixel_aupro": reference_aupro(masks, maps.astype(np.float64), 0.3),
+            "pixel_ap": average_precision_score(y, s), "pixel_f1_max": float(f1.max())}
+
+
+def random_case(seed: int, n: int = 3, size: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Blob masks (one image without anomaly) and noisy maps; odd seeds have heavy ties."""
+    rng = np.random.default_rng(seed)
+    masks = blob_masks(rng, n, size, sigma=rng.uniform(1.0, 2.0), q=rng.uniform(0.7, 0.9))
+    masks[rng.integers(0, n)] = 0
+    if not masks.any():
+        masks[0, 2:5, 3:6] = 1
+    maps = masks + rng.uniform(0.3, 1.5) * rng.standard_normal(masks.shape)
+    return masks, np.round(maps, 1) if seed % 2 else maps
 
 
 # --------------------------------------------------------------------------- image and pixel metrics vs sklearn
@@ -99,9 +148,11 @@ def test_pixel_metrics_dict_and_torch_input() -> None:
     assert out["pixel_f1_max"] == pytest.approx(metrics.pixel_f1_max(masks, maps), abs=1e-12)
     half = torch.from_numpy(maps).to(torch.bfloat16)
     assert metrics.pixel_auroc(masks, half) == pytest.approx(metrics.pixel_auroc(masks, half.float().numpy()))
+    # Overlapping score ranges (with maps = masks + U(0, 1) both AUPROs are 1): the method reaches aupro.
+    maps = masks * 0.5 + rng.random(masks.shape)
     authors = metrics.pixel_metrics(masks, maps, aupro_method="authors")["pixel_aupro"]
     assert authors == pytest.approx(metrics.aupro(masks, maps, method="authors"), abs=1e-12)
-    assert authors != out["pixel_aupro"]
+    assert authors != metrics.pixel_metrics(masks, maps)["pixel_aupro"]
 
 
 def test_masks_are_binarised_at_half() -> None:
@@ -190,24 +241,6 @@ def test_aupro_rejects_bad_arguments() -> None:
         metrics.aupro(masks, np.zeros((1, 4, 5)))
 
 
-def test_aupro_authors_hand_computed() -> None:
-    # One image, one row: a region of 2 pixels (scores 0.9, 0.5) and 4 normal pixels (0.7, 0.3, 0.1, 0.0).
-    masks = np.array([[[1, 1, 0, 0, 0, 0]]], dtype=float)
-    maps = np.array([[[0.9, 0.5, 0.7, 0.3, 0.1, 0.0]]])
-    # Thresholds linspace(0, 0.9, 3) = 0.9, 0.45, 0 with map >= t:
-    #   t=0.9 : FPR 0,   PRO 1/2  (the pixel at 0.9 itself counts: >=, not >)
-    #   t=0.45: FPR 1/4, PRO 1
-    #   t=0   : FPR 1,   PRO 1    (dropped: FPR > 0.3)
-    # FPRs / 0.25 -> (0, 1); trapezoid area = (0.5 + 1) / 2 = 0.75.
-    assert metrics.aupro(masks, maps, method="authors", num_thresholds=3) == pytest.approx(0.75, abs=1e-12)
-    # A point exactly at the limit is kept (FPR <= limit).
-    assert metrics.aupro(masks, maps, fpr_limit=0.25, method="authors", num_thresholds=3) == pytest.approx(0.75)
-    # Exact curve: (0,0) (0,.5) (.25,.5) (.25,1) (.5,1) ...; area to 0.3 = .25*.5 + .05*1 = 0.175.
-    assert metrics.aupro(masks, maps) == pytest.approx(0.175 / 0.3, abs=1e-12)
-    # With 4 thresholds (0.9, 0.6, 0.3, 0): FPRs 0, 1/4, 1/2, 1 -> kept (0, .5), (1/4, .5); area 0.5.
-    assert metrics.aupro(masks, maps, method="authors", num_thresholds=4) == pytest.approx(0.5, abs=1e-12)
-
-
 def test_aupro_authors_close_to_exact_on_smooth_maps() -> None:
     rng = np.random.default_rng(3)
     masks = blob_masks(rng, 4, 48, sigma=3.0, q=0.85)
@@ -217,3 +250,174 @@ def test_aupro_authors_close_to_exact_on_smooth_maps() -> None:
     assert 0.2 < exact < 0.95
     assert authors != exact
     assert abs(authors - exact) < 0.05
+
+
+# --------------------------------------------------------------------------- AUPRO as the references compute it
+
+
+def test_aupro_authors_hand_computed() -> None:
+    # One row of 10 pixels: region A = pixels 0-1 (scores 1, 1/2), region B = pixel 3 (3/4),
+    # 7 normal pixels (3/4, 1/2, 1/4, 1/4, 0, 0, 0). min 0, max 1, 4 steps: thresholds 0, 1/4, 1/2, 3/4.
+    masks = np.array([[[1, 1, 0, 1, 0, 0, 0, 0, 0, 0]]], dtype=np.uint8)
+    maps = np.array([[[1.0, 0.5, 0.75, 0.75, 0.5, 0.25, 0.25, 0.0, 0.0, 0.0]]])
+    # map > t (strict):  t=3/4: A 1/2, B 0 -> PRO 1/4, FPR 0   (B's 3/4 is not > 3/4)
+    #                    t=1/2: A 1/2, B 1 -> PRO 3/4, FPR 1/7
+    #                    t=1/4: A 1,   B 1 -> PRO 1,   FPR 2/7 (< 0.3: kept)
+    #                    t=0  :                        FPR 4/7 (dropped)
+    # FPRs rescaled by (f - 0) / (2/7): 0, 1/2, 1; area = 1/2 (1/4 + 3/4) / 2 + 1/2 (3/4 + 1) / 2 = 0.6875.
+    assert metrics.aupro(masks, maps, method="authors", num_thresholds=4) == pytest.approx(0.6875, abs=1e-12)
+    # FPR 2/7 is not < 2/7: two points left, (0, 1/4) and (1, 3/4) after rescaling: area 1/2.
+    assert metrics.aupro(masks, maps, fpr_limit=2 / 7, method="authors", num_thresholds=4) == pytest.approx(0.5)
+    assert reference_cal_pro_score(masks, maps, 0.3, 4) == pytest.approx(0.6875, abs=1e-12)
+    # Exact: (0,0) (0,1/4) (1/7,3/4) (2/7,1) (4/7,1): area to 0.3 = (0.5 + 0.875) / 7 + 0.3 - 2/7, over 0.3.
+    assert metrics.aupro(masks, maps) == pytest.approx((0.3 - 0.625 / 7) / 0.3, abs=1e-12)
+    # A perfect detector: every kept FPR is 0, the reference divides 0 by 0.
+    assert math.isnan(metrics.aupro(masks, masks.astype(float), method="authors"))
+    assert math.isnan(metrics.aupro(masks, np.ones(masks.shape), method="authors"))  # constant maps
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_aupro_authors_matches_reference(case: int) -> None:
+    masks, maps = random_case(200 + case)
+    maps = maps.astype([np.float64, np.float32, np.float16][case % 3])
+    fpr_limit, steps = [(0.3, 200), (0.3, 37), (0.5, 200), (0.1, 200)][case % 4]
+    expected = reference_cal_pro_score(masks, maps, fpr_limit, steps)
+    assert metrics.aupro(masks, maps, fpr_limit=fpr_limit, method="authors", num_thresholds=steps) == pytest.approx(
+        expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("high", [0.13, 0.94])
+def test_aupro_authors_uses_numpys_arange(high: float) -> None:
+    # (max - min) / 200 steps: numpy's arange gives 201 thresholds here, the last one equal to the
+    # max (0.13: the max pixel is not > it) or just under it (0.94: it is).
+    thresholds = np.arange(0.0, high, high / 200)
+    assert thresholds.size == 201
+    masks, maps = random_case(7, n=2, size=10)
+    maps = 0.9 * high * (maps - maps.min()) / (maps.max() - maps.min())
+    # Only two pixels above the 200th threshold: an anomalous one at the max, a normal one at the 201st threshold.
+    maps.flat[np.flatnonzero(masks)[0]] = high
+    maps.flat[np.flatnonzero(masks == 0)[0]] = thresholds[-1]
+    expected = reference_cal_pro_score(masks, maps)
+    assert metrics.aupro(masks, maps, method="authors") == pytest.approx(expected, abs=1e-9)
+    # The 201st point counts: the area differs with it left out.
+    assert expected != pytest.approx(reference_cal_pro_score(masks, maps, at_most=200), abs=1e-3)
+
+
+# --------------------------------------------------------------------------- one pass, float16, streaming
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pixel_metrics_match_brute_force(seed: int) -> None:
+    masks, maps = random_case(300 + seed, n=3, size=14)
+    maps = maps.astype([np.float64, np.float32, np.float16, np.float16][seed % 4])
+    out = metrics.pixel_metrics(masks.astype([np.float32, bool, np.uint8, np.float64][seed % 4]), maps)
+    expected = brute_pixel_metrics(masks, maps)
+    assert list(out) == ["pixel_auroc", "pixel_aupro", "pixel_ap", "pixel_f1_max"]
+    for key, value in expected.items():
+        assert out[key] == pytest.approx(value, abs=1e-9), key
+    assert metrics.aupro(masks, maps) == pytest.approx(expected["pixel_aupro"], abs=1e-9)
+
+
+@pytest.mark.parametrize("fpr_limit", [0.05, 0.3, 0.5, 1.0])
+def test_aupro_tail_selection_with_ties_at_the_bound(fpr_limit: float) -> None:
+    # Integer scores: hundreds of normal pixels share the score at the normal pixels' 70th percentile.
+    rng = np.random.default_rng(5)
+    masks = blob_masks(rng, 3, 20, q=0.85)
+    maps = np.floor(4 * rng.random(masks.shape) + 2 * masks)
+    normal = maps[masks == 0]
+    bound = np.sort(normal)[::-1][int(fpr_limit * normal.size) + 1] if fpr_limit < 1 else normal.min()
+    assert np.count_nonzero(normal == bound) > 50
+    expected = reference_aupro(masks, maps, fpr_limit)
+    assert metrics.aupro(masks, maps, fpr_limit=fpr_limit) == pytest.approx(expected, abs=1e-9)
+    assert metrics.aupro(masks, maps.astype(np.float16), fpr_limit=fpr_limit) == pytest.approx(expected, abs=1e-9)
+    # Positives all under the bound (an inverted detector): the curve past the limit is cut, exactly.
+    inverted = -maps
+    expected = reference_aupro(masks, inverted, fpr_limit)
+    assert metrics.aupro(masks, inverted, fpr_limit=fpr_limit) == pytest.approx(expected, abs=1e-9)
+
+
+def test_constant_maps_single_image_and_empty_images() -> None:
+    masks = np.zeros((1, 6, 6))
+    masks[0, 1:3, 1:3] = 1
+    flat = np.full(masks.shape, 0.25, dtype=np.float16)
+    out = metrics.pixel_metrics(masks, flat)
+    # One threshold: everything predicted. AUROC 1/2, AP = precision = 4/36, F1 = 2*4/(4+32+4), AUPRO
+    # a straight line from (0,0) to (1,1): mean height 0.15 up to 0.3.
+    assert out == pytest.approx({"pixel_auroc": 0.5, "pixel_aupro": 0.15, "pixel_ap": 4 / 36, "pixel_f1_max": 0.2})
+    assert out == pytest.approx(brute_pixel_metrics(masks, flat), abs=1e-12)
+    # Appending images without anomaly changes only FPR denominators; an all-empty stack is NaN.
+    rng = np.random.default_rng(1)
+    maps = rng.random((3, 6, 6))
+    stacked = np.concatenate([masks, np.zeros((2, 6, 6))])
+    assert metrics.pixel_metrics(stacked, maps) == pytest.approx(brute_pixel_metrics(stacked, maps), abs=1e-9)
+    assert all(math.isnan(v) for v in metrics.pixel_metrics(np.zeros((2, 6, 6)), maps[:2]).values())
+    # (H, W) input is one image.
+    assert metrics.pixel_auroc(masks[0], maps[0]) == pytest.approx(metrics.pixel_auroc(masks, maps[:1]))
+
+
+def test_float16_keeps_ties_exact() -> None:
+    # float16 rounds nearby float32 scores onto the same value: ties must be counted as ties.
+    rng = np.random.default_rng(2)
+    masks = blob_masks(rng, 4, 24)
+    maps = (0.5 + 0.001 * rng.standard_normal(masks.shape) + 0.0005 * masks).astype(np.float16)
+    assert np.unique(maps).size < 60
+    maps.flat[0], maps.flat[1] = -0.0, 0.0  # signed zeros are one value
+    expected = brute_pixel_metrics(masks, maps)
+    for out in (metrics.pixel_metrics(masks, maps), metrics.pixel_metrics(masks, torch.from_numpy(maps))):
+        assert out == pytest.approx(expected, abs=1e-9)
+
+
+def test_pool_streams_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pixel_pool, "_CHUNK_PIXELS", 300)  # two images per chunk
+    masks, maps = random_case(11, n=7, size=12)
+    for dtype in (np.float32, np.float16):
+        whole = metrics.pixel_metrics(masks, maps.astype(dtype), aupro_method="authors")
+        pool = metrics.PixelPool()
+        for lo, hi in ((0, 1), (1, 4), (4, 7)):
+            pool.update(masks[lo:hi], torch.from_numpy(maps[lo:hi].astype(dtype)))
+        assert pool.compute("authors") == pytest.approx(whole, abs=1e-12)
+        assert pool.compute() == pytest.approx(metrics.pixel_metrics(masks, maps.astype(dtype)), abs=1e-12)
+    with pytest.raises(ValueError, match="float16"):
+        pool.update(masks[:1], maps[:1].astype(np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.pixel_auroc(masks, np.where(masks > 0, np.nan, maps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_device_path(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    # The CUDA branch (selection, torch.sort / torch.bincount on the device), run on CPU tensors.
+    monkeypatch.setattr(pixel_pool, "_is_device_tensor", lambda x: isinstance(x, torch.Tensor))
+    masks, maps = random_case(12, n=4, size=12)
+    maps_t = torch.from_numpy(maps).to(dtype)
+    host = maps_t.float().numpy() if dtype == torch.bfloat16 else maps_t.numpy()
+    for method in ("exact", "authors"):
+        expected = metrics.pixel_metrics(masks, host, aupro_method=method)
+        assert metrics.pixel_metrics(torch.from_numpy(masks), maps_t, aupro_method=method) == pytest.approx(
+            expected, abs=1e-12)
+
+
+def test_floor_to_keeps_strict_comparisons() -> None:
+    # float32 scores against float64 thresholds, compared in float32 without a float64 copy of the scores.
+    rng = np.random.default_rng(4)
+    values = rng.random(2000).astype(np.float32)
+    thresholds = np.concatenate([rng.random(500), values[:200].astype(np.float64), [1e40, -1e40]])
+    floored = pixel_pool._floor_to(thresholds, np.dtype(np.float32))
+    assert floored.dtype == np.float32
+    assert np.array_equal(values[:, None] > thresholds[None], values[:, None] > floored[None])
+    assert pixel_pool._floor_to(thresholds, np.dtype(np.float64)) is thresholds
+
+
+def test_benchmark_baselines_agree() -> None:
+    # benchmarks/bench_metrics.py times tpslab against these copies; they must compute the same numbers.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
+    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    masks, maps = bench.make_class(3, 32)
+    assert metrics.aupro(masks, maps, method="authors") == pytest.approx(bench.reference_loop_aupro(masks, maps),
+                                                                        abs=1e-9)
+    assert metrics.pixel_metrics(masks, maps) == pytest.approx(bench.old_pixel_metrics(masks, maps), abs=1e-9)
+    assert metrics.pixel_metrics(masks, maps) == pytest.approx(brute_pixel_metrics(masks, maps), abs=1e-9)

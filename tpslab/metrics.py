@@ -4,14 +4,19 @@ Image level: AUROC and average precision (AP) of per-image scores.
 Pixel level: AUROC, AP, maximal F1 and AUPRO of anomaly maps against ground
 truth masks, pooled over all pixels of all images of a class.
 
-All functions take numpy arrays or torch tensors. Ground truth is binarised
-as ``value > 0.5`` (masks, as loaded by :func:`tpslab.data.images.load_mask`,
-are floats in [0, 1]). Every metric returns ``float("nan")`` when it is
-undefined (for instance a class with no anomalous pixel) instead of raising.
+All functions take numpy arrays or torch tensors (any device). Ground truth is
+binarised as ``value > 0.5`` (masks, as loaded by :func:`tpslab.data.images.load_mask`,
+are floats in [0, 1]; bool and uint8 masks work as they are). Every metric
+returns ``float("nan")`` when it is undefined (for instance a class with no
+anomalous pixel) instead of raising.
 
-The pixel metrics sort all pixels once and read the curves off cumulative
-sums, so they stay fast on ~10^8 pixels; they agree with scikit-learn's
-``roc_auc_score`` / ``average_precision_score`` (same tie handling).
+The pixel metrics are exact (they agree with scikit-learn's ``roc_auc_score`` /
+``average_precision_score``, ties included, and with the definitions below) but
+never ``argsort`` the pixels: :class:`tpslab.pixel_pool.PixelPool` sorts the
+anomalous pixels, and only counts the normal ones, sorting only the range of
+scores that matters. :func:`pixel_metrics` computes all four in one pass; use a
+:class:`PixelPool` directly to stream a class batch by batch (float16 maps then
+take constant memory).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
-from sklearn.metrics import auc, average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from tpslab.pixel_pool import PixelPool, to_numpy
 
 __all__ = [
+    "PixelPool",
     "aupro",
     "image_ap",
     "image_auroc",
@@ -34,20 +41,12 @@ __all__ = [
 ]
 
 NAN = float("nan")
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    """Return ``x`` as a numpy array (torch tensors are detached and moved to the CPU)."""
-    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu()
-        x = x.float() if x.is_floating_point() and x.element_size() < 4 else x  # bfloat16 has no numpy dtype
-        x = x.numpy()
-    return np.asarray(x)
+AUPRO_METHODS = ("exact", "authors")
 
 
 def _prepare(truth: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     """Binarise ``truth`` at 0.5, flatten both arrays and check they match."""
-    truth, scores = _to_numpy(truth), _to_numpy(scores)
+    truth, scores = to_numpy(truth), to_numpy(scores)
     if truth.shape != scores.shape:
         raise ValueError(f"shape mismatch: ground truth {truth.shape} vs scores {scores.shape}")
     if scores.dtype not in (np.float32, np.float64):
@@ -56,31 +55,6 @@ def _prepare(truth: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(scores).all():
         raise ValueError("scores contain NaN or infinite values")
     return truth.ravel() > 0.5, scores
-
-
-def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
-    """Area under the polyline through the points ``(x[i], y[i])`` (trapezoidal rule)."""
-    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
-
-
-def _sort_desc(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One sort: pixel order by descending score and the index of the last pixel of each tie group.
-
-    Thresholding at the ``k``-th distinct score (``score >= t``) selects exactly
-    the pixels ``order[: group_ends[k] + 1]``.
-    """
-    order = np.argsort(scores)[::-1]
-    sorted_scores = scores[order]
-    group_ends = np.append(np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), sorted_scores.size - 1)
-    return order, group_ends
-
-
-def _binary_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive counts at every distinct threshold, highest threshold first."""
-    order, ends = _sort_desc(scores)
-    tps = np.cumsum(labels[order], dtype=np.int64)[ends]
-    fps = ends + 1 - tps
-    return fps, tps
 
 
 def _has_both_classes(labels: np.ndarray) -> bool:
@@ -129,24 +103,10 @@ def image_metrics(labels: Any, scores: Any) -> dict[str, float]:
 # --------------------------------------------------------------------------- pixel level
 
 
-def _pixel_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """``_binary_curve`` of pooled pixels, or None if the masks contain only one label."""
-    y, s = _prepare(masks, maps)
-    return _binary_curve(y, s) if _has_both_classes(y) else None
-
-
-def _auroc(fps: np.ndarray, tps: np.ndarray) -> float:
-    return _trapezoid(np.append(0.0, fps / fps[-1]), np.append(0.0, tps / tps[-1]))
-
-
-def _ap(fps: np.ndarray, tps: np.ndarray) -> float:
-    precision, recall = tps / (tps + fps), tps / tps[-1]
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
-
-
-def _f1_max(fps: np.ndarray, tps: np.ndarray) -> float:
-    # F1 = 2 P R / (P + R) = 2 TP / (2 TP + FP + FN), with TP + FN = number of positives
-    return float(np.max(2 * tps / (tps + fps + tps[-1])))
+def _pool(masks: Any, maps: Any) -> PixelPool:
+    pool = PixelPool()
+    pool.update(masks, maps)
+    return pool
 
 
 def pixel_auroc(masks: Any, maps: Any) -> float:
@@ -155,11 +115,13 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     A pixel is a positive if its mask value is > 0.5. The ROC curve has one
     point per distinct score (threshold ``map >= t``) plus the origin, and is
     integrated with the trapezoidal rule: the same value as scikit-learn's
-    ``roc_auc_score(masks.ravel() > 0.5, maps.ravel())``, ties included.
+    ``roc_auc_score(masks.ravel() > 0.5, maps.ravel())``, ties included. It is
+    computed as the Mann-Whitney statistic ``P(s+ > s-) + P(s+ = s-) / 2`` over
+    all (anomalous, normal) pixel pairs, in integer arithmetic.
 
     Args:
-        masks: (N, H, W) ground truth masks.
-        maps: (N, H, W) anomaly maps, higher means more anomalous.
+        masks: (N, H, W) or (H, W) ground truth masks.
+        maps: anomaly maps of the same shape, higher means more anomalous.
 
     Returns:
         The AUROC, or NaN if the masks contain only one label.
@@ -167,8 +129,7 @@ def pixel_auroc(masks: Any, maps: Any) -> float:
     >>> pixel_auroc([[[0, 1], [0, 1]]], [[[0.1, 0.9], [0.5, 0.5]]])
     0.875
     """
-    curve = _pixel_curve(masks, maps)
-    return NAN if curve is None else _auroc(*curve)
+    return _pool(masks, maps).compute(which=("pixel_auroc",))["pixel_auroc"]
 
 
 def pixel_ap(masks: Any, maps: Any) -> float:
@@ -180,8 +141,8 @@ def pixel_ap(masks: Any, maps: Any) -> float:
     interpolation) is scikit-learn's ``average_precision_score``, ties included.
 
     Args:
-        masks: (N, H, W) ground truth masks.
-        maps: (N, H, W) anomaly maps.
+        masks: (N, H, W) or (H, W) ground truth masks.
+        maps: anomaly maps of the same shape.
 
     Returns:
         The AP, or NaN if the masks contain only one label.
@@ -189,8 +150,7 @@ def pixel_ap(masks: Any, maps: Any) -> float:
     >>> pixel_ap([[[0, 1], [0, 1]]], [[[0.1, 0.9], [0.5, 0.5]]])
     0.8333333333333333
     """
-    curve = _pixel_curve(masks, maps)
-    return NAN if curve is None else _ap(*curve)
+    return _pool(masks, maps).compute(which=("pixel_ap",))["pixel_ap"]
 
 
 def pixel_f1_max(masks: Any, maps: Any) -> float:
@@ -200,8 +160,8 @@ def pixel_f1_max(masks: Any, maps: Any) -> float:
     precision-recall curve); thresholds with no true positive have F1 = 0.
 
     Args:
-        masks: (N, H, W) ground truth masks.
-        maps: (N, H, W) anomaly maps.
+        masks: (N, H, W) or (H, W) ground truth masks.
+        maps: anomaly maps of the same shape.
 
     Returns:
         The maximal F1, or NaN if the masks contain only one label.
@@ -209,75 +169,14 @@ def pixel_f1_max(masks: Any, maps: Any) -> float:
     >>> pixel_f1_max([[[0, 1], [0, 1]]], [[[0.1, 0.9], [0.5, 0.5]]])
     0.8
     """
-    curve = _pixel_curve(masks, maps)
-    return NAN if curve is None else _f1_max(*curve)
+    return _pool(masks, maps).compute(which=("pixel_f1_max",))["pixel_f1_max"]
 
 
-# --------------------------------------------------------------------------- AUPRO
-
-
-def _pro_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(scores, FPR, PRO) at every distinct threshold, highest first; None if undefined.
-
-    Each anomalous pixel of region ``r`` adds ``1 / (|r| * n_regions)`` to the
-    PRO, each normal pixel adds ``1 / n_normal`` to the FPR, so one sort and
-    two cumulative sums give the whole curve.
-    """
-    masks, maps = _to_numpy(masks), _to_numpy(maps)
-    if masks.ndim == 2:
-        masks, maps = masks[None], maps[None]
-    if masks.ndim != 3:
-        raise ValueError(f"expected masks of shape (N, H, W) or (H, W), got {masks.shape}")
-    y, s = _prepare(masks, maps)
-    y = y.reshape(masks.shape)
-
-    # Global region ids: 0 for normal pixels, 1..n_regions for the connected
-    # components (8-connectivity) of each image, numbered consecutively.
-    regions = np.zeros(y.shape, dtype=np.int64)
-    n_regions = 0
-    for i in range(len(y)):
-        labelled, n = ndimage.label(y[i], structure=np.ones((3, 3), dtype=int))
-        regions[i] = np.where(labelled > 0, labelled + n_regions, 0)
-        n_regions += n
-    regions = regions.ravel()
-    normal = regions == 0
-    n_normal = int(np.count_nonzero(normal))
-    if n_regions == 0 or n_normal == 0:
-        return None
-
-    sizes = np.bincount(regions, minlength=n_regions + 1).astype(np.float64)
-    sizes[0] = np.inf  # normal pixels add nothing to the PRO
-    pro_weight = 1.0 / (sizes[regions] * n_regions)
-
-    order, ends = _sort_desc(s)
-    pro = np.cumsum(pro_weight[order])[ends]
-    fpr = np.cumsum(normal[order], dtype=np.int64)[ends] / n_normal
-    return s[order][ends], fpr, pro
-
-
-def _authors_aupro(scores: np.ndarray, fpr: np.ndarray, pro: np.ndarray, limit: float, num: int) -> float:
-    """The authors' coarse AUPRO, read off the exact curve (distinct ``scores``, highest first)."""
-    thresholds = np.linspace(scores[-1], scores[0], num)[::-1]  # max down to min, both included
-    # For each threshold, the number of distinct scores >= t indexes the exact curve,
-    # once (0, 0) (nothing predicted) is put in front.
-    ascending = scores[::-1]
-    index = ascending.size - np.searchsorted(ascending, thresholds, side="left")
-    fprs, pros = np.append(0.0, fpr)[index], np.append(0.0, pro)[index]
-    keep = fprs <= limit
-    fprs, pros = fprs[keep], pros[keep]
-    if fprs.size < 2 or fprs.max() <= 0:
-        return NAN
-    return float(auc(fprs / fprs.max(), pros))
-
-
-def _area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
-    """Trapezoidal area under the polyline ``(x, y)`` (x sorted) from ``x[0]`` to ``limit``."""
-    k = int(np.searchsorted(x, limit, side="right"))  # points with x <= limit
-    area = _trapezoid(x[:k], y[:k])
-    if k < x.size and x[k - 1] < limit:  # the segment crossing the limit, cut there
-        y_limit = y[k - 1] + (y[k] - y[k - 1]) * (limit - x[k - 1]) / (x[k] - x[k - 1])
-        area += (limit - x[k - 1]) * (y[k - 1] + y_limit) / 2.0
-    return float(area)
+def _check_aupro_args(fpr_limit: float, method: str) -> None:
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    if method not in AUPRO_METHODS:
+        raise ValueError(f"method must be 'exact' or 'authors', got {method!r}")
 
 
 def aupro(
@@ -290,39 +189,45 @@ def aupro(
     """Normalised area under the per-region-overlap (PRO) curve up to a false positive rate.
 
     Regions are the connected components of each image's binarised mask
-    (``scipy.ndimage.label`` with 8-connectivity, ``structure=np.ones((3, 3))``,
-    as in the MVTec AD reference evaluation and skimage's default
-    ``measure.label`` used by the authors' code). At threshold ``t`` a pixel is
-    predicted anomalous iff ``map >= t``; ``PRO(t)`` is the mean over all
-    regions of all images of the fraction of the region's pixels predicted
-    anomalous, and ``FPR(t)`` is the fraction of normal pixels (mask 0, over
-    all images) predicted anomalous. Images without anomaly only contribute
-    normal pixels.
+    (8-connectivity: ``scipy.ndimage.label`` with ``structure=np.ones((3, 3))``,
+    which is ``skimage.measure.label``'s default in 2-D, as in the MVTec AD
+    evaluation and the reference code). For a set of predicted pixels, ``PRO``
+    is the mean over all regions of all images of the fraction of the region's
+    pixels predicted anomalous, and ``FPR`` the fraction of normal pixels (mask
+    0, over all images) predicted anomalous. Images without anomaly only
+    contribute normal pixels.
 
-    ``method="exact"``: the curve has one point per distinct map value, starts
-    at (0, 0), and is integrated with the trapezoidal rule from FPR 0 to
-    exactly ``fpr_limit`` (linear interpolation at the crossing), then divided
-    by ``fpr_limit``; a perfect detector scores 1.0.
+    ``method="exact"`` (default): a pixel is predicted anomalous iff
+    ``map >= t``; the curve has one point per distinct map value, starts at
+    (0, 0), and is integrated with the trapezoidal rule from FPR 0 to exactly
+    ``fpr_limit`` (linear interpolation at the crossing), then divided by
+    ``fpr_limit``; a perfect detector scores 1.0.
 
-    ``method="authors"``: the TPS authors' 200-step version. Thresholds are
-    ``np.linspace(min, max, num_thresholds)`` over all maps (inclusive), each
-    gives one (FPR, PRO) point (``map >= t``); points with ``FPR <= fpr_limit``
-    are kept, their FPRs divided by the largest kept FPR, and the area is
-    ``sklearn.metrics.auc``. This is *not* the exact value: the thresholds are
-    coarse (the steep start of the curve is linearly interpolated over wide
-    FPR steps), the curve does not start at (0, 0), and it is normalised by the
-    largest FPR actually reached below the limit instead of by the limit. On
-    concave curves it is usually slightly *lower* than the exact value (by
-    0.00-0.05 on small synthetic cases). It is NaN if fewer than two points
-    are kept or all kept FPRs are 0 (e.g. a perfect detector: the authors'
-    code divides by zero there).
+    ``method="authors"``: ``cal_pro_score`` of the TPS, AnomalyCLIP, WinCLIP
+    (reproduction) and MuSc code. Thresholds are
+    ``np.arange(min, max, (max - min) / num_thresholds)`` over all maps (the
+    max excluded; numpy's rounding may add a 201st step just under the max), a
+    pixel is predicted anomalous iff ``map > t`` (strictly), the points with
+    ``FPR < fpr_limit`` (strictly) are kept, their FPRs rescaled to
+    ``(f - min f) / (max f - min f)`` over the kept points, and the area is
+    ``sklearn.metrics.auc``. How it differs from the exact value: the
+    thresholds are 200 even steps in score, not the distinct scores, so the
+    steep start of the curve is linearly interpolated over wide FPR steps; a
+    pixel equal to a threshold is not predicted (``>``, not ``>=``); and the FPR
+    axis is stretched to [0, 1] between the lowest and the highest kept FPR
+    instead of being divided by the limit, so the part of the curve below the
+    lowest FPR the grid reaches is left out and the last kept FPR (somewhere
+    under the limit) counts as the limit. On smooth maps the two differ by
+    about 0.001-0.01 (the tests' synthetic cases: up to 0.05). It is NaN where
+    the reference code raises or divides 0 by 0: constant maps, fewer than two
+    kept points, or all kept FPRs equal (e.g. a perfect detector).
 
     Args:
         masks: (N, H, W) or (H, W) ground truth masks, binarised at 0.5.
         maps: anomaly maps of the same shape, higher means more anomalous.
         fpr_limit: upper FPR integration bound, in (0, 1].
         method: ``"exact"`` or ``"authors"``.
-        num_thresholds: number of thresholds of the ``"authors"`` method.
+        num_thresholds: the number of threshold steps of the ``"authors"`` method.
 
     Returns:
         The normalised AUPRO, or NaN if there is no anomalous region or no normal pixel.
@@ -331,32 +236,21 @@ def aupro(
     >>> aupro(mask, mask)
     1.0
     """
-    if not 0 < fpr_limit <= 1:
-        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
-    if method not in ("exact", "authors"):
-        raise ValueError(f"method must be 'exact' or 'authors', got {method!r}")
-    curve = _pro_curve(masks, maps)
-    if curve is None:
-        return NAN
-    thresholds, fpr, pro = curve
-    if method == "authors":
-        return _authors_aupro(thresholds, fpr, pro, fpr_limit, num_thresholds)
-
-    return _area_up_to(np.append(0.0, fpr), np.append(0.0, pro), fpr_limit) / fpr_limit
+    _check_aupro_args(fpr_limit, method)
+    pool = _pool(masks, maps)
+    return pool.compute(method, fpr_limit, num_thresholds, which=("pixel_aupro",))["pixel_aupro"]
 
 
 def pixel_metrics(masks: Any, maps: Any, aupro_method: str = "exact") -> dict[str, float]:
     """Pixel-level metrics as a dict: ``pixel_auroc``, ``pixel_aupro``, ``pixel_ap``, ``pixel_f1_max``.
 
+    One pass: the regions are labelled once and the scores ordered once for all
+    four metrics (see :class:`PixelPool` for the memory it takes per image).
+
     Args:
         masks: (N, H, W) ground truth masks.
-        maps: (N, H, W) anomaly maps.
+        maps: (N, H, W) anomaly maps (float16 maps are counted, not sorted).
         aupro_method: passed to :func:`aupro` as ``method``.
     """
-    curve = _pixel_curve(masks, maps)  # one sort shared by AUROC, AP and F1
-    return {
-        "pixel_auroc": NAN if curve is None else _auroc(*curve),
-        "pixel_aupro": aupro(masks, maps, method=aupro_method),
-        "pixel_ap": NAN if curve is None else _ap(*curve),
-        "pixel_f1_max": NAN if curve is None else _f1_max(*curve),
-    }
+    _check_aupro_args(0.3, aupro_method)
+    return _pool(masks, maps).compute(aupro_method)
