@@ -85,8 +85,15 @@ class Detector(nn.Module):
         """
         raise NotImplementedError
 
-    def predict_set(self, images: torch.Tensor, class_name: str) -> Prediction:
-        """Score all test images of one class together (transductive methods); others predict per batch."""
+    def predict_set(self, images: torch.Tensor, class_name: str, defect_types: list[str] | None = None) -> Prediction:
+        """Score all test images of one class together (transductive methods); others predict per batch.
+
+        Args:
+            images: (N, 3, S, S), every test image of the class.
+            class_name: the class.
+            defect_types: each image's defect type (``good`` for normal images); MuSc deals large
+                classes into groups stratified by it.
+        """
         if self.transductive:
             raise NotImplementedError
         return self.predict(images, [class_name] * len(images))

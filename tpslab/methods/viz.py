@@ -1,12 +1,18 @@
-"""The WinCLIP figure of the baseline notebook: window scores per scale and their harmonic mean.
+"""Figures of the baseline notebook: WinCLIP's windows, AnomalyCLIP's V-V attention, MuSc's mutual scores.
 
-For one image it shows, left to right, each scale's window scores (one cell per window, at
+nbval does not compare images, so each figure has a numeric twin (``*_summary``).
+
+**WinCLIP** (:func:`plot_windows`). For one image it shows, left to right, each scale's window scores (one cell per window, at
 its top-left patch), the map they aggregate to (per patch, the harmonic mean of the windows
 covering it: :func:`tpslab.methods.winclip.harmonic_aggregation`), the image score as the
 coarsest "scale", and the zero-shot map ``3 / (1/M_2x2 + 1/M_3x3 + 1/s_image)``
 (:func:`tpslab.methods.winclip.harmonic_mean`). All score panels share one colour scale.
 
-nbval does not compare images, so :func:`window_summary` gives the same content as numbers.
+**AnomalyCLIP's DPAM** (:func:`plot_attention`): where one patch attends with CLIP's q-k
+attention and with the V-V attention that DPAM uses instead, in the same block of the same image.
+
+**MuSc** (:func:`plot_mutual_scores`): for one image, each patch's distance to the nearest
+patch of every other image of its class, and the mutual score map that ranks them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import matplotlib
 if "ipykernel" not in sys.modules:  # scripts and tests draw off-screen
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tpslab.methods.winclip import WinCLIP  # noqa: E402
@@ -108,4 +115,101 @@ def plot_windows(detector: WinCLIP, image: torch.Tensor, class_name: str,
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="P(anomalous)")
     fig.suptitle(f"WinCLIP, zero-shot: window scores and their harmonic means\n({label})" if label
                  else "WinCLIP, zero-shot: window scores and their harmonic means", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- AnomalyCLIP: q-k vs V-V attention
+
+
+def attention_summary(att: dict[str, torch.Tensor], patch: int) -> dict[str, float]:
+    """Numbers behind :func:`plot_attention` for the first image: how local each attention is.
+
+    Returns:
+        Per kind (``qk``, ``vv``): the weight the patch gives itself (``self``), to the class token
+        (``cls``), and the entropy of its row in nats (low = concentrated).
+    """
+    out = {}
+    for kind, a in att.items():
+        row = a[0, 1 + patch]  # (1+L,)
+        out[f"{kind}_self"] = float(row[1 + patch])
+        out[f"{kind}_cls"] = float(row[0])
+        out[f"{kind}_entropy"] = float(-(row * row.clamp_min(1e-12).log()).sum())
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def plot_attention(image: torch.Tensor, att: dict[str, torch.Tensor], patch: int, block: int,
+                   mean_std: tuple, label: str | None = None) -> plt.Figure:
+    """Where one patch attends in one block: CLIP's q-k attention beside DPAM's V-V attention.
+
+    Args:
+        image: (3, S, S), preprocessed (the first image of ``att``).
+        att: :func:`tpslab.methods.anomalyclip.attention_weights`'s result.
+        patch: the query patch (0-based, row-major on the g x g grid).
+        block: the block (for the title).
+        mean_std: the preprocessing's mean and std (``backbone.mean_std``).
+        label: a line under the title (e.g. that the weights are random).
+    """
+    n = att["qk"].shape[-1] - 1
+    g = int(round(n**0.5))
+    rgb = to_rgb(image, *mean_std)
+    cell = image.shape[-1] / g
+    y, x = divmod(patch, g)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    axes[0].imshow(rgb)
+    axes[0].add_patch(plt.Rectangle((x * cell, y * cell), cell, cell, fill=False, edgecolor="red", linewidth=2))
+    axes[0].set_title(f"input, query patch {patch} (red)", fontsize=9)
+    for ax, kind, name in ((axes[1], "qk", "CLIP: softmax(q k^T)"), (axes[2], "vv", "DPAM: softmax(v v^T)")):
+        row = att[kind][0, 1 + patch]  # (1+L,)
+        im = ax.imshow(row[1:].reshape(g, g).cpu().numpy(), cmap="magma")
+        ax.set_title(f"{name}, block {block}\nweight on CLS {float(row[0]):.3f}", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    title = "Where one patch looks: q-k attention vs DPAM's V-V attention"
+    fig.suptitle(f"{title}\n({label})" if label else title, fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- MuSc: mutual scoring
+
+
+def plot_mutual_scores(image: torch.Tensor, distances: torch.Tensor, patch_scores: torch.Tensor, mask: np.ndarray,
+                       mean_std: tuple, label: str | None = None) -> plt.Figure:
+    """One image scored against the other images of its class (MuSc's MSM, one layer and degree).
+
+    Args:
+        image: (3, S, S), preprocessed.
+        distances: (L, N) the image's patches' nearest distances to each image
+            (:func:`tpslab.methods.musc_ops.nearest_distances` for this image; ``inf`` at its own column).
+        patch_scores: (L,) its MSM scores for the same layer and degree (mean of the smallest 30 %).
+        mask: (S, S) its ground-truth mask (all zero for a normal image).
+        mean_std: the preprocessing's mean and std.
+        label: a line under the title.
+    """
+    n_patches, n_images = distances.shape
+    g = int(round(n_patches**0.5))
+    d = distances.clone()
+    d[torch.isinf(d)] = float("nan")  # the image itself
+    order = torch.argsort(patch_scores, descending=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1, 1.6, 1]})
+    rgb = to_rgb(image, *mean_std)
+    axes[0].imshow(rgb)
+    if mask.any():
+        axes[0].contour(mask, levels=[0.5], colors="red", linewidths=1)
+    axes[0].set_title("input (defect outlined in red)", fontsize=9)
+    im = axes[1].imshow(d[order].cpu().numpy(), aspect="auto", cmap="viridis")
+    axes[1].set_xlabel("other image j of the class")
+    axes[1].set_ylabel("patch, most anomalous first")
+    axes[1].set_title("distance to image j's nearest patch", fontsize=9)
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    im = axes[2].imshow(patch_scores.reshape(g, g).cpu().numpy(), cmap="jet")
+    axes[2].set_title(f"mutual score: mean of the smallest\n30 % of each row ({n_images - 1} other images)",
+                      fontsize=9)
+    fig.colorbar(im, ax=axes[2], shrink=0.8)
+    for ax in (axes[0], axes[2]):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    title = "MuSc: each patch against the other images of its class"
+    fig.suptitle(f"{title}\n({label})" if label else title, fontsize=10)
     return fig
