@@ -55,7 +55,8 @@ def predict_paths(model: TPS, inputs: list[str | Path], out: str | Path, sigma: 
         amap = gaussian_filter(amap, sigma) if sigma > 0 else amap
         rgb = np.asarray(img.resize((size, size), Image.BICUBIC))
         results.append((path, rgb, amap))
-        rows.append({"image": str(path), "score": round(float(pred.image_scores[0]), 6), "map_max": round(float(amap.max()), 6)})
+        rows.append({"image": str(path), "score": round(float(pred.image_scores[0]), 6),
+                     "map_max": round(float(amap.max()), 6)})
     lo = min(float(a.min()) for _, _, a in results)
     hi = max(float(a.max()) for _, _, a in results)
     names: set[str] = set()
