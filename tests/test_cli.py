@@ -113,3 +113,13 @@ def test_help_shows_every_default():
                 assert "default" in text, f"tpslab {name} {action.option_strings[0]}: no default in its help"
     text = " ".join(sub.choices["train"].format_help().split())
     assert "passes over the data (default: 15, or the profile's)" in text
+
+
+def test_evaluate_with_a_profile(tmp_path, checkpoint, tiny_data, capsys):
+    assert main(["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint), "--profile", "smoke",
+                 "--set", "evaluate.batch_size=4", "--aupro", "authors", "--classes", "camera,coffee", "--quiet",
+                 "--name", "heldout"]) == 0
+    out = capsys.readouterr().out
+    assert "| camera |" in out and "| coffee |" in out and "| chelsea |" not in out
+    one_line_error(capsys, ["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint), "--profile",
+                            "smoke", "--set", "evaluate.aupro_method=fast", "--quiet"])

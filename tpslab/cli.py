@@ -39,7 +39,7 @@ def classes_arg(text: str) -> list[str]:
 
 
 def _device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
-    where = "the profile's" if default is None else default
+    where = "the profile's device, else auto" if default is None else default
     p.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N (default: {where})")
 
 
@@ -53,6 +53,8 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 def _setting(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help_: str, **kw: Any) -> None:
     """A flag for dataclass field ``name``: None unless given, so a profile's value is kept."""
     default = getattr(cls, name)
+    if "action" not in kw and "choices" not in kw:
+        kw["metavar"] = flag.lstrip("-").upper().replace("-", "_")
     p.add_argument(flag, dest=f"{cls.__name__}.{name}", default=None, help=f"{help_} (default: {default}, or "
                    "the profile's)", **kw)
 

@@ -61,6 +61,12 @@ def default_sigma(image_size: int) -> float:
     return 4.0 * image_size / 518
 
 
+def smooth_maps(maps: np.ndarray, image_size: int, sigma: float | None = None) -> np.ndarray:
+    """Gaussian smoothing of (N, H, W) maps as evaluated: ``sigma`` px (None: :func:`default_sigma`; 0: none)."""
+    sigma = default_sigma(image_size) if sigma is None else sigma
+    return np.stack([gaussian_filter(x, sigma=sigma) for x in maps]) if sigma > 0 else maps
+
+
 @dataclass
 class ClassPredictions:
     """Everything predicted for one class (numpy arrays)."""
@@ -78,15 +84,12 @@ def predict_dataset(model: TPS, dataset: AnomalyDataset | list[dict[str, Any]], 
                     sigma: float | None = None, device: str | torch.device = "cpu", progress: bool = True,
                     desc: str = "predict") -> ClassPredictions:
     """Run ``model`` over a dataset (or a list of its items); smooth the maps (sigma None -> default, 0 -> none)."""
-    sigma = default_sigma(model.backbone.image_size) if sigma is None else sigma
     model.eval().to(device)
     scores, maps, labels, masks, has_mask, paths = [], [], [], [], [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for item in tqdm(loader, desc=desc, disable=not progress, leave=False):
         pred = model.predict(item["image"].to(device))
-        m = pred.anomaly_maps.float().cpu().numpy()
-        if sigma > 0:
-            m = np.stack([gaussian_filter(x, sigma=sigma) for x in m])
+        m = smooth_maps(pred.anomaly_maps.float().cpu().numpy(), model.backbone.image_size, sigma)  # (B, S, S)
         scores.append(pred.image_scores.cpu().numpy())
         maps.append(m.astype(np.float32))
         labels.append(item["label"].numpy())

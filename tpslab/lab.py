@@ -30,7 +30,7 @@ import torch
 import tpslab
 from tpslab import viz
 from tpslab.checkpoint import CHECKPOINT, load_checkpoint
-from tpslab.data.dataset import AnomalyDataset, Examples, per_class_subset, pick_examples
+from tpslab.data.dataset import AnomalyDataset, Examples, load_examples, per_class_subset, pick_examples
 from tpslab.data.meta import class_counts as meta_counts
 from tpslab.data.meta import load_meta
 from tpslab.evaluate import ClassPredictions, evaluate_with, localisation_quality, to_markdown, write_table
@@ -87,8 +87,6 @@ class Lab:
 
     def examples(self, dataset: str, n: int, n_anomalous: int | None = None, image_size: int = 128) -> Examples:
         """``n`` test images of a located data set, anomalous first, spread over the classes."""
-        from tpslab.data.dataset import load_examples
-
         return load_examples(self.datasets()[dataset], image_size, n, n_anomalous)
 
 

@@ -272,10 +272,10 @@ class TPS(nn.Module):
         global_t, shunt_t = self.text_features()  # (2, D) each
         b = feats.embedding.shape[0]
         pathway = self.use_pathway() if use_pathway is None else use_pathway and bool(self.pathways)
-        plain = shunt_t.expand(b, -1, -1)  # (B, 2, D)
         out = TPSOutput(image_logits(feats.embedding, global_t, t), [], [] if return_attention else None,
                         *([], [], []) if return_readouts else (None, None, None))
         for i, z in enumerate(feats.patches):  # z: (B, L, D)
+            plain = shunt_t.expand(b, -1, -1)  # (B, 2, D); one per layer: the gradients add up in a fixed order
             s = plain
             if self.pathways and (pathway or return_attention):
                 custom = self.pathway_for(i)(plain, global_t.expand(b, -1, -1), z, return_attention=return_attention)
