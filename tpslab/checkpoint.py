@@ -42,7 +42,8 @@ def torch_load(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file for the user
-        raise TPSLabError(f"{path}: not a readable checkpoint ({err.__class__.__name__})") from err
+        raise TPSLabError(f"{path}: not a readable checkpoint (cannot read it as a torch file of tensors: "
+                          f"{err.__class__.__name__})") from err
 
 
 def save_checkpoint(path: str | os.PathLike, model: TPS, train_config: dict[str, Any] | None, epoch: int,

@@ -161,7 +161,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep anomalous images without a mask (image metrics only) and skip stray masks")
     parser.add_argument("--out", help="write meta.json (and derived files) here instead of ROOT (default: ROOT)")
     parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="do not open every image and mask (faster; `tpslab` checks again on load)")
+                        help="do not open every image and mask (faster; `tpslab` checks again on load) "
+                        "(default: every file is opened)")
     parser.add_argument("--classes", type=classes_arg, help="comma-separated subset of classes (mvtec, visa, mpdd, "
                         "btad) (default: all)")
     parser.add_argument("--class-name", help="class name for single-class data sets and one-class folders "

@@ -95,8 +95,14 @@ def _read_notebook(source: Path):
 
 
 def _kernel_env() -> None:
-    """Kernels see the checkout's tpslab (even when not pip-installed) and never download weights."""
+    """Set up the kernels' environment.
+
+    Kernels see the checkout's tpslab (even when not pip-installed), never download weights,
+    and skip tqdm's warning that ipywidgets is missing (its text names a file of this machine).
+    """
     os.environ["HF_HUB_OFFLINE"] = "1"
+    filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys([*filters, "ignore:IProgress not found"]))
     if (PROJECT / "tpslab").is_dir():
         paths = [str(PROJECT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
