@@ -16,7 +16,8 @@ import time
 import torch
 
 import tpslab
-from tpslab.train import TrainConfig, compute_loss, make_optimizer
+from tpslab.losses import tps_loss
+from tpslab.train import TrainConfig, make_optimizer
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     times = []
     for _ in range(args.steps):
         t0 = time.time()
-        loss, _ = compute_loss(model, model.encode_images(x), masks, labels, has)
+        loss = tps_loss(model(x), masks, labels, has).total
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -13,8 +13,9 @@
 #
 # **What you will learn.** How a TPS model is put together (a frozen CLIP, two prompt
 # learners and the pathway modules), every sentence it is given, how it scores a whole
-# image (paper Eq. 9) and each pixel (Eq. 10), and how the lab's two variants differ:
-# `"paper"` (what the paper describes) and `"authors-code"` (what the released code does).
+# image (paper Eq. 9, `tpslab.model.image_logits`) and each pixel (Eq. 10,
+# `tpslab.model.patch_logits`), and how the lab's two variants differ: `"paper"` (what the
+# paper describes) and `"authors-code"` (what the released code does).
 #
 # **What this reproduces.** Nothing numeric yet: the model here is *untrained*. With the
 # default `smoke` profile its CLIP is a tiny network with random weights, so its scores mean
@@ -34,8 +35,8 @@ from PIL import Image
 
 import tpslab.lab
 from tpslab import viz
-from tpslab.data.dataset import mask_to_tensor
-from tpslab.data.synthetic import HELDOUT_CLASSES, render_sample, sample_rng
+from tpslab.data.dataset import mask_to_tensor, to_rgb
+from tpslab.data.synthetic_sample import HELDOUT_CLASSES, render_sample, sample_rng
 from tpslab.model import build_model
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
@@ -112,7 +113,7 @@ print(f"max |(S_a + 1 - S_n)/2 - S_a| over layers and pixels below 1e-6: {gap < 
 # arbitrary: a normal image can score higher than a damaged one.
 
 # %%
-rgb = [viz.to_rgb(x) for x in images]
+rgb = [to_rgb(x) for x in images]
 captions = [f"{c}\n{d or 'normal'}, score {s:.2f}" for c, d, s in zip(HELDOUT_CLASSES, kinds, pred.image_scores)]
 lab.save_figure(viz.plot_examples(rgb, list(pred.anomaly_maps.cpu().numpy()), masks, captions,
                                   "Untrained TPS (paper variant)", lab.label), "00_untrained_maps_paper")

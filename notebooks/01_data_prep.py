@@ -33,9 +33,11 @@ import json
 import seaborn as sns
 
 import tpslab.lab
+from tpslab import viz
 from tpslab.data.meta import load_meta
 from tpslab.data.prepare import summarize
 from tpslab.data.validate import validate
+from tpslab.utils import shown
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
@@ -52,7 +54,7 @@ lab = tpslab.lab.setup(profile, results_dir, data_dir)
 # NBVAL_IGNORE_OUTPUT
 metas = tpslab.lab.prepare_data(lab)
 for name, path in metas.items():
-    print(f"{name}: {tpslab.lab.shown(path)}")
+    print(f"{name}: {shown(path)}")
 
 # %% [markdown]
 # ## 2. What `meta.json` holds
@@ -112,14 +114,14 @@ lab.save_figure(grid.figure, "01_counts")
 # %% [markdown]
 # ## 5. Sample images with their masks
 #
-# A few normal and anomalous test images of each data set, spread over its classes, the
-# defect outlined in red above the mask itself.
+# A few anomalous and normal test images of each data set, spread over its classes
+# (`tpslab.data.dataset.pick_examples`), the defect outlined in red above the mask itself.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-batches = {name: tpslab.lab.sample_batch(path, 128, 8) for name, path in metas.items()}
+batches = {name: lab.examples(name, 8) for name in metas}
 for name, b in batches.items():
-    areas = [100 * m.mean() for m, y in zip(b["masks"], b["labels"]) if y]
+    areas = [100 * m.mean() for m, y in zip(b.masks, b.labels) if y]
     print(f"{name}: defect area of the anomalous samples shown: {', '.join(f'{a:.1f}%' for a in areas)}")
 
 # %% [markdown]
@@ -129,4 +131,4 @@ for name, b in batches.items():
 
 # %%
 for name, b in batches.items():
-    lab.save_figure(tpslab.lab.plot_samples(b, f"Test samples of {name}", lab.label), f"01_samples_{name}")
+    lab.save_figure(viz.plot_samples(b, f"Test samples of {name}", lab.label), f"01_samples_{name}")

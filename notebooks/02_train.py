@@ -15,6 +15,17 @@
 # the loss it minimises (paper Eq. 11: cross-entropy on the image score, plus focal and Dice
 # losses on the anomaly maps of every layer), and how to read the loss curves.
 #
+# **The loss (Eq. 11)**, for a batch with image logits $C$, labels $y$, and per selected layer
+# $i$ the patch probabilities $S_i$ upsampled to the image, $(B, 2, H, W)$, with masks $M$:
+#
+# $$\mathcal{L} = \mathrm{CE}(C, y) + \sum_i \Big[\mathrm{Focal}(S_i, M) + \mathrm{Dice}(S_i^{a}, M)
+#   + \mathrm{Dice}(S_i^{n}, 1 - M)\Big],\qquad
+#   \mathrm{Dice}(p, m) = 1 - \frac{2\sum p\,m + 1}{\sum p + \sum m + 1}$$
+#
+# with the focal loss at $\gamma = 2$ on probabilities. Images without a mask count for the
+# cross-entropy only. It is implemented, upsampling included, in `tpslab.losses.tps_loss`
+# (the training loop only calls it).
+#
 # **What this reproduces.** The training of the paper ("Training and Detection"), with the
 # recipe of the profile: for `paper` the spec's (15 epochs, batch 8, Adam with lr 1e-3 for the
 # prompts and 1e-4 for the pathways, betas (0.5, 0.999), seed 111, on MVTec AD's test split,
@@ -37,8 +48,10 @@ import pandas as pd
 
 import tpslab.lab
 from tpslab import viz
+from tpslab.checkpoint import read_checkpoint
 from tpslab.model import TPSConfig
-from tpslab.train import TrainConfig, read_checkpoint
+from tpslab.profiles import training_runs
+from tpslab.train import TrainConfig
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
@@ -51,7 +64,7 @@ lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-runs = tpslab.lab.training_runs(lab.profile)
+runs = training_runs(lab.profile)
 print(TPSConfig.from_dict(lab.profile.model))
 print(TrainConfig.from_dict(lab.profile.train))
 print("runs (name: auxiliary data set):", runs)
@@ -69,7 +82,7 @@ print("runs (name: auxiliary data set):", runs)
 histories = {}
 for run, dataset in runs.items():
     _, histories[run] = tpslab.lab.train_run(lab, lab.out / "train" / run, dataset,
-                                             per_class=lab.setting("train_per_class"))
+                                             per_class=lab.profile.notebooks.train_per_class)
 
 # %% [markdown]
 # ## 3. Loss curves

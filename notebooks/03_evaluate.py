@@ -33,8 +33,9 @@ import pandas as pd
 
 import tpslab.lab
 from tpslab import viz
+from tpslab.checkpoint import load_checkpoint
 from tpslab.model import TPS, TPSConfig
-from tpslab.train import load_checkpoint
+from tpslab.profiles import evaluation_plan, training_runs
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
@@ -47,11 +48,10 @@ lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-plan = tpslab.lab.evaluation_plan(lab.profile)
-metas = lab.datasets()
+plan = evaluation_plan(lab.profile)
 models = {run: load_checkpoint(lab.checkpoint(run)).to(lab.device) for run in dict.fromkeys(r for _, r in plan)}
 for dataset, run in plan:
-    print(f"{dataset}: model of run {run!r} (trained on {tpslab.lab.training_runs(lab.profile)[run]})")
+    print(f"{dataset}: model of run {run!r} (trained on {training_runs(lab.profile)[run]})")
 
 # %% [markdown]
 # ## 2. Evaluate
@@ -64,10 +64,9 @@ for dataset, run in plan:
 # NBVAL_IGNORE_OUTPUT
 tables, cases = [], {}
 for dataset, run in plan:
-    table, cases[dataset, run] = tpslab.lab.evaluate_with_cases(lab, models[run], metas[dataset], dataset,
-                                                                 lab.setting("examples", 6))
+    table, cases[dataset, run] = tpslab.lab.evaluate_with_cases(lab, models[run], dataset, lab.profile.notebooks.examples)
     tables.append(table.assign(run=run))
-if lab.setting("untrained_baseline", False):
+if lab.profile.notebooks.untrained_baseline:
     untrained = TPS(TPSConfig.from_dict(lab.profile.model))
     tables += [lab.evaluate(untrained, d).assign(run="untrained") for d in dict.fromkeys(d for d, _ in plan)]
 metrics = pd.concat(tables, ignore_index=True)
@@ -111,7 +110,7 @@ for dataset in dict.fromkeys(d for d, _ in plan):
 # NBVAL_CHECK_OUTPUT
 for (dataset, run), found in cases.items():
     for kind, chosen in found.items():
-        print(f"{dataset} {kind}: " + ", ".join(f"{c} {q:.2f}" for q, c, _ in chosen))
+        print(f"{dataset} {kind}: " + ", ".join(f"{it['cls_name']} {it['quality']:.2f}" for it in chosen.items))
 
 # %% [markdown]
 # **What to see:** in the good cases the map's hot spot sits on the defect and normal images
@@ -122,5 +121,6 @@ for (dataset, run), found in cases.items():
 # %%
 for (dataset, run), found in cases.items():
     for kind, chosen in found.items():
-        fig = tpslab.lab.case_figure(lab, models[run], metas[dataset], chosen, f"{dataset}: {kind} cases (model {run})")
+        fig = viz.example_figure(models[run], chosen, f"{dataset}: {kind} cases (model {run})", lab.label,
+                                 [f"quality {it['quality']:.2f}" for it in chosen.items], lab.device)
         lab.save_figure(fig, f"03_{dataset}_{kind}_cases")

@@ -50,12 +50,12 @@ lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ablation = lab.profile.extra["ablation"]
-rows = ablation["runs"]
+ablation = lab.profile.ablation
+rows = ablation.runs
 for name, settings in rows.items():
     print(f"{name:>14}: {settings or 'the profile model (TPS)'}")
-print(f"recipe: the profile's training with {ablation.get('train')}, "
-      f"{ablation.get('per_class') or 'all'} auxiliary images per class; evaluated on {ablation['test']}")
+print(f"recipe: the profile's training with {ablation.train}, "
+      f"{ablation.per_class or 'all'} auxiliary images per class; evaluated on {ablation.test}")
 
 # %% [markdown]
 # ## 2. Train every row
@@ -67,9 +67,8 @@ print(f"recipe: the profile's training with {ablation.get('train')}, "
 # NBVAL_IGNORE_OUTPUT
 models = {}
 for name, settings in rows.items():
-    models[name], _ = tpslab.lab.train_run(lab, lab.out / "ablation" / tpslab.lab.slug(name), lab.profile.data["train"],
-                                           settings, ablation.get("train"), ablation.get("per_class"),
-                                           reuse=[lab.out / "train" / "main"])
+    models[name], _ = tpslab.lab.train_run(lab, lab.out / "ablation" / tpslab.lab.slug(name), lab.profile.data.train,
+                                           settings, ablation.train, ablation.per_class, reuse=[lab.out / "train" / "main"])
 
 # %% [markdown]
 # ## 3. Evaluate every row
@@ -78,7 +77,7 @@ for name, settings in rows.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-scores = pd.concat([lab.evaluate(model, d).assign(row=name) for name, model in models.items() for d in ablation["test"]])
+scores = pd.concat([lab.evaluate(model, d).assign(row=name) for name, model in models.items() for d in ablation.test])
 table = scores[scores["class"] == "mean"][["row", "dataset", *METRIC_COLUMNS]].reset_index(drop=True)
 tpslab.lab.show_table(table)
 lab.save_table(table, "04_ablation", "Ablations: mean over classes (percent)", latex=True)

@@ -35,33 +35,54 @@ data_dir = None  # None: $TPSLAB_DATA or data/
 # NBVAL_IGNORE_OUTPUT
 import pandas as pd
 import seaborn as sns
-import torch
 
 import tpslab.lab
-from tpslab.train import load_checkpoint
+from tpslab import viz
+from tpslab.checkpoint import load_checkpoint
+from tpslab.explain import explain, layer_summary, patch_table
+from tpslab.profiles import evaluation_plan
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
 # %% [markdown]
+# ## The pathway, in equations
+#
+# For one selected layer $i$, with the shunt text features $t_s$ and the global ones $t_g$
+# (each $2 \times D$: normal, anomalous) and the layer's patch tokens $z_i$ ($L \times D$), the
+# pathway computes the customised shunt features $s_i$, each step with its residual on the
+# layer-normed input:
+#
+# $$\hat s = \mathrm{LN}_0(t_s) + \mathrm{MHA}_\eta\big(Q{=}\mathrm{LN}_0(t_s),\ K{=}\mathrm{LN}_4(z_i),\
+#   V{=}\mathrm{LN}_4(z_i)\big) \qquad \text{(Eq. 6)}$$
+#
+# $$\tilde s = \mathrm{LN}_2(\hat s) + \mathrm{MHA}_\psi\big(Q{=}\mathrm{LN}_2(\hat s),\ K{=}\mathrm{LN}_1(t_g),\
+#   V{=}\mathrm{LN}_2(\hat s)\big) \qquad \text{(Eq. 7)}$$
+#
+# $$s_i = \tilde s + \mathrm{MLP}\big(\mathrm{LN}_3(\tilde s)\big) \qquad \text{(Eq. 8)}$$
+#
+# The paper writes the value of $\mathrm{MHA}_\eta$ as $t_s$, which cannot be (its keys are the
+# $L$ patches); the code, like the authors', uses the patches as the value. All three are
+# `tpslab.pathway.Pathway.forward`. Each patch is then scored against $s_i$ by
+# `tpslab.model.patch_logits` (Eq. 10): $S_i = \mathrm{softmax}\big([\langle z_p, s_i^n\rangle,
+# \langle z_p, s_i^a\rangle] / 0.07\big)$.
+#
 # ## 1. Three read-outs and the pathway's attention, for every layer
 #
 # 02's trained model (paper variant) and held-out images, mostly anomalous. For every
-# selected layer `tpslab.lab.explain` computes, per patch, the probability of "anomalous"
-# (softmax of cosine similarities / 0.07) against three pairs of text features: the **global**
-# prompts, the **plain shunt** prompts, and the **shunt prompts customised by the pathway**
-# (what TPS really uses); and the pathway's attention of the normal and the anomalous shunt
-# token over the patches. The first check shows these are exactly the model's own maps.
+# selected layer `tpslab.explain.explain` takes, from one pass of the model, the probability
+# of "anomalous" of every patch against three pairs of text features: the **global** prompts,
+# the **plain shunt** prompts, and the **shunt prompts customised by the pathway** (what TPS
+# really uses: the model's own maps, as `tests/test_explain.py` checks); and the pathway's
+# attention of the normal and the anomalous shunt token over the patches.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 model = load_checkpoint(lab.checkpoint("main")).to(lab.device)
-test_set = next(d for d, run in tpslab.lab.evaluation_plan(lab.profile) if run == "main")  # one main did not see
-n = lab.setting("explain_images", 64)
-batch = tpslab.lab.sample_batch(lab.datasets()[test_set], model.backbone.image_size, n, n_anomalous=n * 3 // 4)
-expl = tpslab.lab.explain(model, batch["images"])
-out = model.forward_features(model.encode_images(batch["images"].to(lab.device)))
-own = torch.stack([p.softmax(-1)[..., 1] for p in out.patch_logits]).reshape(expl.pathway_maps.shape).cpu()
-print(f"{test_set}: {n} images; maps equal the model's own: {torch.allclose(own, expl.pathway_maps, atol=1e-5)}")
+test_set = next(d for d, run in evaluation_plan(lab.profile) if run == "main")  # one main did not see
+n = lab.profile.notebooks.explain_images
+batch = lab.examples(test_set, n, n_anomalous=n * 3 // 4, image_size=model.backbone.image_size)
+expl = explain(model, batch.images)
+print(f"{test_set}: {n} images ({sum(batch.labels)} anomalous); per layer {tuple(expl.pathway_maps.shape[1:])} maps")
 layers = model.backbone.layers
 
 # %% [markdown]
@@ -74,8 +95,8 @@ layers = model.backbone.layers
 # scores this image's patches is made *from this image*.
 
 # %%
-j = next(i for i, (m, y) in enumerate(zip(batch["masks"], batch["labels"])) if y and m.mean() > 0.03)
-fig = tpslab.lab.plot_layers(batch["rgb"][j], batch["masks"][j], expl, j, layers, lab.label)
+j = next(i for i, (m, y) in enumerate(zip(batch.masks, batch.labels)) if y and m.mean() > 0.03)
+fig = viz.plot_layers(batch, expl, j, layers, lab.label)
 lab.save_figure(fig, "05_layers")
 
 # %% [markdown]
@@ -89,7 +110,7 @@ lab.save_figure(fig, "05_layers")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-summary = tpslab.lab.layer_summary(expl, batch["masks"], layers)
+summary = layer_summary(expl, batch.masks, layers)
 print(summary.round(2).to_string(index=False))
 lab.save_table(summary, "05_layers", f"Per layer, {n} held-out images: read-outs, attention, agreement")
 
@@ -106,21 +127,21 @@ lab.save_table(summary, "05_layers", f"Per layer, {n} held-out images: read-outs
 # separate: normal patches near 0, defect patches near 1.
 
 # %%
-patches = tpslab.lab.patch_table(expl, batch["masks"], layers)
+patches = patch_table(expl, batch.masks, layers)
 grid = sns.displot(data=patches, x="P(anomalous)", hue="patch", row="layer", col="read-out", kind="hist", bins=20,
                    stat="probability", common_norm=False, height=1.6, aspect=1.5, facet_kws={"margin_titles": True})
 grid.figure.suptitle(f"P(anomalous) of defect and normal patches\n({lab.label})", fontsize=9)
 lab.save_figure(grid.figure, "05_patch_scores")
 
 # %% [markdown]
-# **What to see:** per image, where the pathway's two tokens look at the last layer: two
-# normal images, then four anomalous ones (defect outlined). The attention is sparse: a few
+# **What to see:** per image, where the pathway's two tokens look at the last layer: four
+# anomalous images (defect outlined), then two normal ones. The attention is sparse: a few
 # patches that stand out in *this* image, the defect among them when there is one. Which
 # token looks at the defect varies; both bring its features into the shunt text features.
 
 # %%
-few = tpslab.lab.sample_batch(lab.datasets()[test_set], model.backbone.image_size, 6, n_anomalous=4)
-fig = tpslab.lab.plot_attention(few, tpslab.lab.explain(model, few["images"]), len(layers) - 1, layers[-1], lab.label)
+few = lab.examples(test_set, 6, n_anomalous=4, image_size=model.backbone.image_size)
+fig = viz.plot_attention(few, explain(model, few.images), len(layers) - 1, layers[-1], lab.label)
 lab.save_figure(fig, "05_attention")
 
 # %% [markdown]

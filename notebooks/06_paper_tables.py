@@ -36,6 +36,8 @@ import pandas as pd
 import tpslab.lab
 from tpslab import paper_numbers, viz
 from tpslab.evaluate import METRIC_COLUMNS
+from tpslab.profiles import industrial_runs
+from tpslab.utils import shown
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
@@ -61,8 +63,8 @@ print(f"ours: {len(ours)} per-class rows of {ours['dataset'].nunique()} data set
 
 # %%
 # NBVAL_CHECK_OUTPUT
-runs = tpslab.lab.industrial_runs(lab.profile)
-category = "synthetic" if lab.profile.data.get("kind") == "synthetic" else "other"
+runs = industrial_runs(lab.profile)
+category = "synthetic" if lab.profile.data.kind == "synthetic" else "other"
 table1 = paper_numbers.table_layout(1, ours, runs, column, category)
 print(table1.to_string(index=False))
 lab.save_table(table1, "06_table1", f"Table 1 layout: classification (AUROC, AP). Published: {paper_numbers.SOURCE}, "
@@ -122,4 +124,4 @@ lab.save_figure(fig, "06_figure3")
 # NBVAL_IGNORE_OUTPUT
 for sub in ("tables", "figures"):
     files = sorted(p.name for p in (lab.out / sub).iterdir())
-    print(f"{tpslab.lab.shown(lab.out / sub)}/ ({len(files)} files):\n  " + "\n  ".join(files))
+    print(f"{shown(lab.out / sub)}/ ({len(files)} files):\n  " + "\n  ".join(files))

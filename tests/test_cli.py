@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import tpslab
+import tpslab.checkpoint
 from tpslab.cli import main
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.train import TrainConfig, train
@@ -77,3 +78,48 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "tpslab", "--help"], capture_output=True, text=True, check=True)
     for command in ("demo", "train", "evaluate", "predict", "prepare", "reproduce"):
         assert command in out.stdout
+
+
+def test_train_with_a_profile_and_overrides(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", str(tiny_data["train"]), "--profile", "smoke", "--set", "train.epochs=1",
+                 "--set", "train.batch_size=16", "--classes", "brick,grass", "--out", str(out), "--quiet"]) == 0
+    ckpt = tpslab.checkpoint.read_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and ckpt["train_config"]["batch_size"] == 16
+    assert ckpt["train_config"]["lr_pathway"] == 1e-3 and ckpt["train_config"]["device"] == "cpu"  # the profile's
+    assert main(["train", str(tiny_data["train"]), "--profile", "smoke", "--set", "train.epochs=1", "--epochs", "2",
+                 "--out", str(tmp_path / "flag"), "--quiet"]) == 0  # an explicit flag wins over --set
+    assert tpslab.checkpoint.read_checkpoint(tmp_path / "flag" / "checkpoint.pt")["epoch"] == 2
+
+
+def test_bad_settings_are_one_line(capsys, tiny_data, tmp_path):
+    err = one_line_error(capsys, ["train", str(tiny_data["train"]), "--set", "train.epochs=1", "--out", str(tmp_path)])
+    assert "--profile" in err
+    err = one_line_error(capsys, ["train", str(tiny_data["train"]), "--profile", "smoke", "--set", "train.epoch=1",
+                                  "--out", str(tmp_path)])
+    assert "epoch" in err
+    one_line_error(capsys, ["train", str(tiny_data["train"]), "--device", "gpu", "--out", str(tmp_path)])
+
+
+def test_help_shows_every_default():
+    from tpslab.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                text = command.formatter_class("x")._get_help_string(action) or ""
+                assert "default" in text, f"tpslab {name} {action.option_strings[0]}: no default in its help"
+    text = " ".join(sub.choices["train"].format_help().split())
+    assert "passes over the data (default: 15, or the profile's)" in text
+
+
+def test_evaluate_with_a_profile(tmp_path, checkpoint, tiny_data, capsys):
+    assert main(["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint), "--profile", "smoke",
+                 "--set", "evaluate.batch_size=4", "--aupro", "authors", "--classes", "camera,coffee", "--quiet",
+                 "--name", "heldout"]) == 0
+    out = capsys.readouterr().out
+    assert "| camera |" in out and "| coffee |" in out and "| chelsea |" not in out
+    one_line_error(capsys, ["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint), "--profile",
+                            "smoke", "--set", "evaluate.aupro_method=fast", "--quiet"])

@@ -85,3 +85,38 @@ def test_dataset_items(tmp_path):
     assert a["image"].shape == (3, 32, 32) and a["mask"].sum() == 32 * 32 and a["has_mask"]
     assert not b["has_mask"] and b["label"] == 1  # anomalous without mask: image metrics only
     assert n["has_mask"] and n["mask"].sum() == 0
+
+
+def test_pick_examples_anomalous_first_spread_over_classes():
+    from tpslab.data.dataset import pick_examples
+
+    labels = [0, 1, 1, 0, 1, 1, 0, 0, 1]
+    classes = ["a", "a", "a", "b", "b", "b", "c", "c", "c"]
+    assert pick_examples(labels, classes, 6) == [1, 4, 8, 0, 3, 6]  # 3 anomalous (one per class), then 3 normal
+    assert pick_examples(labels, classes, 5, n_anomalous=4) == [1, 4, 8, 2, 0]  # a class repeats only after all
+    ranked = [8, 2, 5, 1, 4]  # candidates in some quality order: the best of each class comes first
+    picks = pick_examples([labels[i] for i in ranked], [classes[i] for i in ranked], 2, n_anomalous=2)
+    assert [ranked[i] for i in picks] == [8, 2]
+    assert pick_examples([0, 0], ["a", "b"], 4) == [0, 1]  # no anomalous candidates: the group stays short
+
+
+def test_per_class_subset_and_examples(tiny_data):
+    from tpslab.data.dataset import load_examples, per_class_subset
+
+    ds = AnomalyDataset(tiny_data["heldout"], 64)
+    sub = per_class_subset(ds, 2)
+    names = [ds.samples[i]["cls_name"] for i in sub.indices]
+    assert len(sub) == 2 * len(set(names)) and all(names.count(c) == 2 for c in set(names))
+    ex = load_examples(tiny_data["heldout"], 64, 4)
+    assert ex.labels == [1, 1, 0, 0] and len(set(ex.classes[:2])) == 2
+    assert ex.images.shape == (4, 3, 64, 64) and ex.rgb[0].shape == (64, 64, 3) and ex.rgb[0].dtype == np.uint8
+
+
+def test_device_convention():
+    from tpslab.utils import resolve_device
+
+    assert str(resolve_device("cpu")) == "cpu"
+    assert str(resolve_device("auto")) in ("cpu", "cuda")
+    for bad in ("gpu", "cuda:x", "mps"):
+        with pytest.raises(TPSLabError, match="expected auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)

@@ -55,3 +55,29 @@ def test_image_loss_is_cross_entropy():
     labels = torch.tensor([0, 1])
     expected = -(torch.log_softmax(logits, -1)[0, 0] + torch.log_softmax(logits, -1)[1, 1]) / 2
     assert image_loss(logits, labels).item() == pytest_approx(expected.item())
+
+
+def test_tps_loss_by_hand():
+    """One layer of 2x2 patches, all logits 0 (P = 0.5 everywhere), upsampled to 4x4 masks."""
+    from tpslab.losses import tps_loss
+    from tpslab.model import TPSOutput
+
+    image_logits = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)]])  # softmax: (1/2, 1/2), (1/4, 3/4)
+    out = TPSOutput(image_logits, [torch.zeros(2, 4, 2)])  # (B, L, 2): g = 2
+    masks = torch.zeros(2, 4, 4)
+    masks[0, :2, :2] = 1  # 4 of 16 pixels
+    masks[1] = 1  # image 1 has no true mask: this must not count
+    labels, has_mask = torch.tensor([0, 1]), torch.tensor([True, False])
+    ce = (math.log(2) - math.log(3 / 4)) / 2
+    pt = 0.5 * (1 - 1e-5) + 0.5 * 1e-5 + 1e-5
+    focal = -((1 - pt) ** 2) * math.log(pt)  # the same at every pixel
+    dice_a = 1 - (2 * 0.5 * 4 + 1) / (0.5 * 16 + 4 + 1)  # = 1 - 5/13
+    dice_n = 1 - (2 * 0.5 * 12 + 1) / (0.5 * 16 + 12 + 1)  # = 1 - 13/21
+    loss = tps_loss(out, masks, labels, has_mask)
+    assert loss.image.item() == pytest_approx(ce)
+    assert loss.segmentation.item() == pytest_approx(focal + dice_a + dice_n)
+    assert loss.total.item() == pytest_approx(ce + focal + dice_a + dice_n)
+    two_layers = tps_loss(TPSOutput(image_logits, [torch.zeros(2, 4, 2)] * 2), masks, labels, has_mask)
+    assert two_layers.segmentation.item() == pytest_approx(2 * (focal + dice_a + dice_n))
+    none = tps_loss(out, masks, labels, torch.tensor([False, False]))  # no mask at all: image loss only
+    assert none.segmentation.item() == 0 and none.total.item() == pytest_approx(ce)

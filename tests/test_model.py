@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tpslab
-from tpslab import prompts as P
+from tpslab import prompts
 from tpslab.model import TPSConfig, anomaly_map, upsample_probs
 from tpslab.pathway import Pathway
 from tpslab.utils import TPSLabError
@@ -93,9 +93,9 @@ def test_ablation_a1_uses_fixed_words_and_no_pathway():
 
 
 def test_learned_sentences_follow_the_paper():
-    assert P.learned_sentences(P.GLOBAL_STATES, "object", 2) == ["X X object with all parts flawless.",
+    assert prompts.learned_sentences(prompts.GLOBAL_STATES, "object", 2) == ["X X object with all parts flawless.",
                                                                  "X X object with damaged parts."]
-    assert P.deep_prompt_layers(12) == 8
+    assert prompts.deep_prompt_layers(12) == 8
 
 
 def test_only_prompts_and_pathways_are_trainable(paper):

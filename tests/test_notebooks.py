@@ -97,7 +97,7 @@ def test_big_profiles_stop_with_a_clear_message(name: str, tmp_path: Path, monke
         preflight(profile, tmp_path)
     text = str(err.value)
     assert f"profile {name!r} cannot run here" in text and "CLIP weights" in text
-    assert f"`tpslab prepare {profile.data['train']} " in text
+    assert f"`tpslab prepare {profile.data.train} " in text
 
 
 def test_smoke_profile_needs_nothing_from_outside(tmp_path: Path):

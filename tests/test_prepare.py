@@ -12,17 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tpslab.cli import add_prepare_arguments, run_prepare
 from tpslab.data.images import load_mask
+from tpslab.data.layouts import DATASETS, resolve_name
 from tpslab.data.meta import load_meta
-from tpslab.data.prepare import (
-    DATASETS,
-    add_prepare_arguments,
-    pair_by_stem,
-    prepare_dataset,
-    resolve_name,
-    run_prepare,
-    summarize,
-)
+from tpslab.data.pairing import pair_by_stem
+from tpslab.data.prepare import prepare_dataset, summarize
 from tpslab.data.volumes import tumour_slices, volume_slices, window_slice
 from tpslab.utils import TPSLabError
 

@@ -11,15 +11,14 @@ import pytest
 from PIL import Image
 
 from tpslab.data.meta import load_meta
-from tpslab.data.synthetic import (
+from tpslab.data.synthetic import make_synthetic, make_synthetic_pair
+from tpslab.data.synthetic_sample import (
     DEFECT_AREA,
     DEFECT_TYPES,
     HELDOUT_CLASSES,
     SOURCE_CLASSES,
     TRAIN_CLASSES,
     load_source,
-    make_synthetic,
-    make_synthetic_pair,
     render_sample,
     sample_rng,
 )

@@ -7,7 +7,7 @@ import torch
 
 import tpslab
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.train import TrainConfig, epoch_order, load_checkpoint, make_optimizer, read_checkpoint, train
+from tpslab.train import TrainConfig, epoch_order, make_optimizer, train
 from tpslab.utils import TPSLabError
 
 FAST = dict(batch_size=8, lr_pathway=1e-3, cache_features=True, device="cpu")
@@ -59,34 +59,6 @@ def test_resume_refuses_other_settings(tiny_data, tmp_path):
     run(tiny_data, tmp_path, epochs=1)
     with pytest.raises(TPSLabError, match="other model settings"):
         run(tiny_data, tmp_path, epochs=2, resume=True, variant="authors-code")
-
-
-def test_checkpoint_round_trip(tiny_data, tmp_path, images):
-    model, _ = run(tiny_data, tmp_path, epochs=1)
-    again = load_checkpoint(tmp_path / "checkpoint.pt")
-    torch.testing.assert_close(again.predict(images).anomaly_maps, model.predict(images).anomaly_maps)
-    assert read_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
-
-
-def test_bad_checkpoints_are_refused(tmp_path):
-    with pytest.raises(TPSLabError, match="not found"):
-        load_checkpoint(tmp_path / "none.pt")
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"\x00" * 10)
-    with pytest.raises(TPSLabError, match="not a readable checkpoint"):
-        load_checkpoint(junk)
-    torch.save({"prompt_learner": {}, "class_learner": {}, "former": {}}, tmp_path / "theirs.pt")
-    with pytest.raises(TPSLabError, match="load_authors_checkpoint"):
-        load_checkpoint(tmp_path / "theirs.pt")
-
-
-def test_checkpoint_for_another_backbone_is_refused(tiny_data, tmp_path):
-    run(tiny_data, tmp_path, epochs=1)
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    ckpt["state"]["global_prompts.ctx"] = torch.zeros(2, 12, 768)
-    torch.save(ckpt, tmp_path / "other.pt")
-    with pytest.raises(TPSLabError, match="shapes differ"):
-        load_checkpoint(tmp_path / "other.pt")
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():

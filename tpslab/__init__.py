@@ -6,8 +6,9 @@
 """
 
 from tpslab.authors import load_authors_checkpoint
+from tpslab.checkpoint import load_checkpoint
 from tpslab.model import TPS, Prediction, TPSConfig, build_model
-from tpslab.train import TrainConfig, load_checkpoint, train
+from tpslab.train import TrainConfig, train
 from tpslab.utils import TPSLabError
 
 __all__ = ["TPS", "TPSConfig", "Prediction", "TrainConfig", "TPSLabError", "build_model", "load_checkpoint",

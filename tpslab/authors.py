@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tpslab.checkpoint import torch_load
 from tpslab.model import TPS
 from tpslab.utils import TPSLabError
 
@@ -66,7 +67,9 @@ def _pathway_state(former: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return ours
 
 
-def _check_and_copy(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor], where: str, backbone: str) -> None:
+def _check_and_copy(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor], where: str,
+                    backbone: str) -> None:
+    """Copy ``source`` into the ``target`` parameters, refusing any entry without a place or of another shape."""
     for key, value in source.items():
         if key not in target:
             if key.startswith("unused_projections"):
@@ -74,7 +77,8 @@ def _check_and_copy(target: dict[str, torch.Tensor], source: dict[str, torch.Ten
             raise TPSLabError(f"{where}: {key} has no place in this model")
         if tuple(target[key].shape) != tuple(value.shape):
             raise TPSLabError(f"{where}: {key} is {tuple(value.shape)}, this model ({backbone}) needs "
-                              f"{tuple(target[key].shape)}: the checkpoint was made for another backbone or prompt size")
+                              f"{tuple(target[key].shape)}: the checkpoint was made for another backbone or "
+                              "prompt size")
         with torch.no_grad():
             target[key].copy_(value.to(target[key].dtype))
     missing = [k for k in target if k not in source and not k.startswith("unused_projections")]
@@ -93,16 +97,13 @@ def load_authors_checkpoint(model: TPS, path: str | Path) -> TPS:
         TPSLabError: unreadable file, wrong structure, or a shape that does not fit.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TPSLabError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise TPSLabError(f"{path}: cannot read as a torch checkpoint ({err.__class__.__name__})") from None
+    ckpt = torch_load(path)
     if not isinstance(ckpt, dict) or not {"prompt_learner", "class_learner", "former"} <= set(ckpt):
-        raise TPSLabError(f"{path}: expected a dict with 'prompt_learner', 'class_learner' and 'former' (the authors' format)")
+        raise TPSLabError(f"{path}: expected a dict with 'prompt_learner', 'class_learner' and 'former' "
+                          "(the authors' format)")
     if model.config.prompts != "learned":
-        raise TPSLabError(f"{path}: the authors' checkpoint holds learned prompts; build the model with prompts='learned'")
+        raise TPSLabError(f"{path}: the authors' checkpoint holds learned prompts; build the model with "
+                          "prompts='learned'")
     bb = model.config.backbone
     for theirs, learner in (("prompt_learner", model.global_prompts), ("class_learner", model.shunt_prompts)):
         params = dict(learner.named_parameters())

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +58,11 @@ class ImageFeatures:
     patches: list[torch.Tensor]
 
     def to(self, device: torch.device | str) -> ImageFeatures:
+        """The same features on ``device``."""
         return ImageFeatures(self.embedding.to(device), [p.to(device) for p in self.patches])
 
     def index(self, idx: torch.Tensor | slice) -> ImageFeatures:
+        """The features of the images ``idx`` selects."""
         return ImageFeatures(self.embedding[idx], [p[idx] for p in self.patches])
 
 
@@ -92,8 +96,10 @@ def load_clip(
         raise TPSLabError(f"pos_resize must be 'bilinear' or 'open_clip', got {pos_resize!r}")
     is_local_dir = name.startswith("local-dir:")
     if not is_local_dir and name not in open_clip.list_models():
-        raise TPSLabError(f"unknown backbone {name!r}; try 'tpslab-tiny', 'ViT-B-16', 'ViT-L-14-336' or 'local-dir:PATH'")
-    if pretrained and pretrained != "openai" and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
+        raise TPSLabError(f"unknown backbone {name!r}; try 'tpslab-tiny', 'ViT-B-16', 'ViT-L-14-336' or "
+                          "'local-dir:PATH'")
+    is_file = pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")))
+    if pretrained != "openai" and is_file:
         if not Path(pretrained).is_file():
             raise TPSLabError(f"{pretrained}: checkpoint file not found")
     if quick_gelu is None:
@@ -102,25 +108,54 @@ def load_clip(
     if image_size and pos_resize == "open_clip":
         kwargs["force_image_size"] = image_size
     torch.manual_seed(seed)
-    quiet = logging.getLogger()
-    level = quiet.level
-    if pretrained is None:  # open_clip warns about random weights; for us they are the point
-        quiet.setLevel(logging.ERROR)
     try:
-        clip = open_clip.create_model(name, pretrained=None if is_local_dir else pretrained,
-                                      force_quick_gelu=quick_gelu, **kwargs)
+        with _quiet_open_clip(pretrained is None):  # it warns about random weights; for us they are the point
+            clip = open_clip.create_model(name, pretrained=None if is_local_dir else pretrained,
+                                          force_quick_gelu=quick_gelu, **kwargs)
     except Exception as err:  # noqa: BLE001 - open_clip raises many kinds; all mean "cannot load"
         msg = f"{err.__class__.__name__}: {str(err).splitlines()[0]}" if str(err) else err.__class__.__name__
-        raise TPSLabError(f"cannot load CLIP {name!r} (pretrained={pretrained!r}): {msg}. "
-                          "Weights cannot be downloaded here: pass a local checkpoint file or 'local-dir:PATH'.") from None
-    finally:
-        quiet.setLevel(level)
+        raise TPSLabError(f"cannot load CLIP {name!r} (pretrained={pretrained!r}): {msg}. Weights cannot be "
+                          "downloaded here: pass a local checkpoint file or 'local-dir:PATH'.") from err
     if image_size and pos_resize == "bilinear" and image_size != clip.visual.image_size[0]:
         resize_position_grid(clip.visual, image_size)
     clip.eval()
     for p in clip.parameters():
         p.requires_grad_(False)
     return clip
+
+
+class _FromPackage(logging.Filter):
+    """Drops warnings (and below) logged from the source files under ``folder``."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record unless it comes from the package and is below ERROR."""
+        return record.levelno >= logging.ERROR or not record.pathname.startswith(self.folder)
+
+
+@contextmanager
+def _quiet_open_clip(active: bool = True) -> Iterator[None]:
+    """Silence open_clip's warnings (not anyone else's) while it builds a model.
+
+    ``logging.getLogger("open_clip")`` is raised to ERROR; open_clip 3 also logs through
+    the root logger's functions (``logging.warning``), so those records are filtered by the
+    file they come from, leaving the root logger's level alone.
+    """
+    if not active:
+        yield
+        return
+    named = logging.getLogger("open_clip")
+    level, only_open_clip = named.level, _FromPackage(str(Path(open_clip.__file__).parent))
+    named.setLevel(logging.ERROR)
+    logging.getLogger().addFilter(only_open_clip)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(only_open_clip)
+        named.setLevel(level)
 
 
 def resize_position_grid(visual: nn.Module, image_size: int) -> None:
@@ -165,29 +200,36 @@ class Backbone(nn.Module):
     # -- sizes ---------------------------------------------------------------------
     @property
     def image_size(self) -> int:
+        """Input size S (pixels per side)."""
         return self.clip.visual.image_size[0]
 
     @property
     def grid_size(self) -> int:
+        """Patches per side g (L = g * g patch tokens)."""
         return self.clip.visual.grid_size[0]
 
     @property
     def embed_dim(self) -> int:
+        """Joint embedding width D."""
         return self.clip.visual.proj.shape[1]
 
     @property
     def text_width(self) -> int:
+        """Width W of the text transformer."""
         return self.clip.ln_final.weight.shape[0]
 
     @property
     def num_text_layers(self) -> int:
+        """Number of text transformer blocks."""
         return len(self.clip.transformer.resblocks)
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The image normalisation (OpenAI's mean and std)."""
         return tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)
 
     def train(self, mode: bool = True) -> Backbone:
+        """Keep CLIP in eval mode whatever ``mode`` is."""
         super().train(False)  # CLIP stays in eval mode whatever the caller asks
         return self
 
@@ -410,7 +452,8 @@ class Backbone(nn.Module):
         clip = self.clip
         deep_prompts = deep_prompts or []
         if len(deep_prompts) >= self.num_text_layers:
-            raise TPSLabError(f"{len(deep_prompts)} deep prompt layers, but the text encoder has {self.num_text_layers} layers")
+            raise TPSLabError(f"{len(deep_prompts)} deep prompt layers, but the text encoder has "
+                              f"{self.num_text_layers} layers")
         # The mask is causal, so nothing after the last end-of-text token can change the
         # features: cut the sequence there (exact, and ~3x cheaper than 77 tokens).
         length = int(tokens.argmax(dim=-1).max()) + 1

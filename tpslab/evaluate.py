@@ -1,4 +1,4 @@
-"""Per-class evaluation: image AUROC/AP, pixel AUROC/AUPRO, as in the paper's tables.
+"""Per-class evaluation: image AUROC/AP, pixel AUROC/AUPRO, as in the paper's tables, and table writers.
 
 Maps are smoothed with a Gaussian of sigma 4 px at 518 px (the authors' setting), scaled
 in proportion for other image sizes. Figures are percentages; the data set figure is the
@@ -12,8 +12,11 @@ which inflates those numbers); every class is scored whole.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,14 +29,42 @@ from tpslab import metrics
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.data.meta import Meta, load_meta
 from tpslab.model import TPS
-from tpslab.utils import atomic_write_text
+from tpslab.utils import TPSLabError, atomic_write_text, check_fields, resolve_device
 
 METRIC_COLUMNS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"]
+AUPRO_METHODS = ("exact", "authors")
+
+
+@dataclass
+class EvalConfig:
+    """How a model is evaluated (a profile's ``evaluate:`` section)."""
+
+    batch_size: int = 8  # images per forward pass
+    sigma: float | None = None  # Gaussian smoothing of the maps in px; None = 4 px at 518, in proportion
+    aupro_method: str = "exact"  # "exact" (every threshold) or "authors" (their 200 thresholds)
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+
+    def __post_init__(self) -> None:
+        """Check the AUPRO method."""
+        if self.aupro_method not in AUPRO_METHODS:
+            raise TPSLabError(f"aupro_method must be one of {AUPRO_METHODS}, got {self.aupro_method!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        """Build from a dict (a profile's section), rejecting unknown keys."""
+        check_fields(cls, data, "evaluate")
+        return cls(**data)
 
 
 def default_sigma(image_size: int) -> float:
-    """4 px at 518 px, in proportion elsewhere."""
+    """The smoothing of the maps: 4 px at 518 px, in proportion elsewhere."""
     return 4.0 * image_size / 518
+
+
+def smooth_maps(maps: np.ndarray, image_size: int, sigma: float | None = None) -> np.ndarray:
+    """Gaussian smoothing of (N, H, W) maps as evaluated: ``sigma`` px (None: :func:`default_sigma`; 0: none)."""
+    sigma = default_sigma(image_size) if sigma is None else sigma
+    return np.stack([gaussian_filter(x, sigma=sigma) for x in maps]) if sigma > 0 else maps
 
 
 @dataclass
@@ -49,18 +80,16 @@ class ClassPredictions:
 
 
 @torch.no_grad()
-def predict_dataset(model: TPS, dataset: AnomalyDataset, batch_size: int = 8, sigma: float | None = None,
-                    device: str | torch.device = "cpu", progress: bool = True, desc: str = "predict") -> ClassPredictions:
-    """Run ``model`` over a dataset; smooth the maps (sigma 0 or None-> default, <0 -> none)."""
-    sigma = default_sigma(dataset.image_size) if sigma is None else sigma
+def predict_dataset(model: TPS, dataset: AnomalyDataset | list[dict[str, Any]], batch_size: int = EvalConfig.batch_size,
+                    sigma: float | None = None, device: str | torch.device = "cpu", progress: bool = True,
+                    desc: str = "predict") -> ClassPredictions:
+    """Run ``model`` over a dataset (or a list of its items); smooth the maps (sigma None -> default, 0 -> none)."""
     model.eval().to(device)
     scores, maps, labels, masks, has_mask, paths = [], [], [], [], [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for item in tqdm(loader, desc=desc, disable=not progress, leave=False):
         pred = model.predict(item["image"].to(device))
-        m = pred.anomaly_maps.float().cpu().numpy()
-        if sigma > 0:
-            m = np.stack([gaussian_filter(x, sigma=sigma) for x in m])
+        m = smooth_maps(pred.anomaly_maps.float().cpu().numpy(), model.backbone.image_size, sigma)  # (B, S, S)
         scores.append(pred.image_scores.cpu().numpy())
         maps.append(m.astype(np.float32))
         labels.append(item["label"].numpy())
@@ -71,7 +100,7 @@ def predict_dataset(model: TPS, dataset: AnomalyDataset, batch_size: int = 8, si
                             np.concatenate(masks), np.concatenate(has_mask).astype(bool), paths)
 
 
-def score_class(p: ClassPredictions, aupro_method: str = "exact") -> dict[str, float]:
+def score_class(p: ClassPredictions, aupro_method: str = EvalConfig.aupro_method) -> dict[str, float]:
     """The four paper metrics of one class, in percent (NaN where undefined)."""
     keep = p.has_mask
     row = {
@@ -84,9 +113,23 @@ def score_class(p: ClassPredictions, aupro_method: str = "exact") -> dict[str, f
 
 
 def evaluate(model: TPS, meta: Meta | str | Path, split: str = "test", classes: list[str] | None = None,
-             dataset_name: str | None = None, batch_size: int = 8, sigma: float | None = None,
-             aupro_method: str = "exact", device: str | torch.device = "cpu", progress: bool = True) -> pd.DataFrame:
+             dataset_name: str | None = None, batch_size: int = EvalConfig.batch_size, sigma: float | None = None,
+             aupro_method: str = EvalConfig.aupro_method, device: str | torch.device = "cpu", progress: bool = True,
+             on_class: Callable[[str, ClassPredictions], None] | None = None) -> pd.DataFrame:
     """Evaluate ``model`` on each class of a data set.
+
+    Args:
+        model: the model.
+        meta: the data set (a loaded ``Meta``, or a ``meta.json`` or its folder).
+        split: ``"test"`` (zero-shot protocol) or ``"train"``.
+        classes: only these classes (default: all).
+        dataset_name: the ``dataset`` column (default: the data set's folder name).
+        batch_size: images per forward pass.
+        sigma: smoothing of the maps (see :func:`predict_dataset`).
+        aupro_method: ``"exact"`` or ``"authors"``.
+        device: where the model runs.
+        progress: show progress bars.
+        on_class: called with each class's name and predictions (e.g. to pick examples).
 
     Returns:
         A tidy table, one row per class plus a ``mean`` row: dataset, class, images,
@@ -100,10 +143,26 @@ def evaluate(model: TPS, meta: Meta | str | Path, split: str = "test", classes: 
         p = predict_dataset(model, ds, batch_size, sigma, device, progress, desc=f"{name}/{cls}")
         rows.append({"dataset": name, "class": cls, "images": len(ds), "anomalous": int(p.labels.sum()),
                      **score_class(p, aupro_method)})
+        if on_class is not None:
+            on_class(cls, p)
     table = pd.DataFrame(rows)
     mean = {"dataset": name, "class": "mean", "images": int(table["images"].sum()),
             "anomalous": int(table["anomalous"].sum()), **table[METRIC_COLUMNS].mean().to_dict()}
     return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+
+
+def evaluate_with(model: TPS, meta: Meta | str | Path, cfg: EvalConfig, **kwargs: Any) -> pd.DataFrame:
+    """:func:`evaluate` with the settings of an :class:`EvalConfig`."""
+    return evaluate(model, meta, batch_size=cfg.batch_size, sigma=cfg.sigma, aupro_method=cfg.aupro_method,
+                    device=resolve_device(cfg.device), **kwargs)
+
+
+def localisation_quality(p: ClassPredictions, i: int, n_layers: int) -> float:
+    """How well image i's map localises: pixel AUROC of its own map if anomalous, else 1 - peak / layers.
+
+    A normal image's quality is low when its map rises anywhere (a false alarm).
+    """
+    return float(metrics.pixel_auroc(p.masks[i], p.maps[i]) if p.labels[i] else 1 - p.maps[i].max() / n_layers)
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
@@ -116,10 +175,24 @@ def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(table: pd.DataFrame, stem: str | Path, note: str | None = None) -> list[Path]:
-    """Write ``stem.csv`` and ``stem.md`` atomically; ``note`` heads the Markdown."""
+def write_table(table: pd.DataFrame, stem: str | Path, note: str | None = None, latex: bool = False) -> list[Path]:
+    """Write ``stem.csv`` and ``stem.md`` (and ``stem.tex``) atomically; ``note`` heads the Markdown and LaTeX."""
     stem = Path(stem)
-    csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(md_path, (f"{note}\n\n" if note else "") + to_markdown(table))
-    return [csv_path, md_path]
+    paths = [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+    atomic_write_text(paths[0], table.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(paths[1], (f"{note}\n\n" if note else "") + to_markdown(table))
+    if latex:
+        paths.append(stem.with_suffix(".tex"))
+        atomic_write_text(paths[2], to_latex(table, note))
+    return paths
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
+    """A booktabs ``tabular`` (no extra dependency); floats with one decimal, ``caption`` as a comment."""
+    def cell(v: Any) -> str:
+        text = f"{v:.1f}" if isinstance(v, float) else str(v)
+        return re.sub(r"([&%_#$])", r"\\\1", text)
+    lines = [f"% {caption}" if caption else "%", "\\begin{tabular}{" + "l" * len(table.columns) + "}", "\\toprule",
+             " & ".join(cell(c) for c in table.columns) + " \\\\", "\\midrule"]
+    lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in table.itertuples(index=False)]
+    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"

@@ -1,14 +1,14 @@
 """The TPS model: frozen CLIP + global/shunt prompt learners + pathway modules.
 
-Scores (paper Eq. 9-10), for an image with embedding ``v`` and patch tokens ``z_i`` of
-each selected layer ``i``::
+The scores, for an image with embedding ``v`` and patch tokens ``z_i`` of each selected
+layer ``i`` (all vectors L2-normalised), each computed by one function of this module::
 
-    C   = softmax([<v, t_g^n>, <v, t_g^a>] / 0.07)          image score = C[anomalous]
-    S_i = softmax([<z_p, s_i^n>, <z_p, s_i^a>] / 0.07)       per patch p, s_i = pathway_i(t_s, t_g, z_i)
-    map = sum_i (S_i[a] + 1 - S_i[n]) / 2                    after bilinear upsampling to the image
+    C   = softmax([<v, t_g^n>, <v, t_g^a>] / 0.07)        image_logits: image score = C[anomalous]
+    S_i = softmax([<z_p, s_i^n>, <z_p, s_i^a>] / 0.07)     patch_logits, s_i = pathway_i(t_s, t_g, z_i)
+    map = sum_i (S_i[a] + 1 - S_i[n]) / 2                  upsample_probs + anomaly_map
 
-(all vectors L2-normalised). With a two-way softmax ``S_i[n] = 1 - S_i[a]``, so each term
-of the map equals ``S_i[a]``; the paper's formula is kept for fidelity.
+With a two-way softmax ``S_i[n] = 1 - S_i[a]``, so each term of the map equals
+``S_i[a]``; the paper's formula is kept for fidelity.
 
 Two variants, chosen by ``TPSConfig.variant``:
 
@@ -32,9 +32,20 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from tpslab import prompts as P
 from tpslab.backbone import Backbone, ImageFeatures, build_backbone
 from tpslab.pathway import Pathway
+from tpslab.prompts import (
+    FIXED_GLOBAL,
+    FIXED_SHUNT,
+    GLOBAL_NOUN,
+    GLOBAL_STATES,
+    SHUNT_NOUN,
+    SHUNT_STATES,
+    PromptLearner,
+    deep_prompt_layers,
+    fixed_sentences,
+    learned_sentences,
+)
 from tpslab.utils import TPSLabError, check_fields
 
 VARIANTS = ("paper", "authors-code")
@@ -59,9 +70,9 @@ class TPSConfig:
     n_ctx: int = 12  # learnable context vectors per sentence
     deep_depth: int = 9  # deep prompts at text layers 2..depth (of 12; scaled)
     deep_length: int = 4  # deep prompt vectors per layer
-    global_noun: str = P.GLOBAL_NOUN  # "object" (object-agnostic) or a class name
+    global_noun: str = GLOBAL_NOUN  # "object" (object-agnostic) or a class name
     heads: int = 8  # pathway attention heads
-    temperature: float = 0.07  # softmax temperature of Eq. 9-10
+    temperature: float = 0.07  # softmax temperature of the image and patch scores
     pos_resize: str = "bilinear"  # position-grid resize: "bilinear" (authors) or "open_clip"
     seed: int = 0  # seeds random CLIP weights and the learnable parameters
 
@@ -86,6 +97,7 @@ class TPSConfig:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-able values (what a checkpoint stores)."""
         d = asdict(self)
         d["layers"] = list(d["layers"]) if d["layers"] else None
         return d
@@ -93,17 +105,23 @@ class TPSConfig:
 
 @dataclass
 class TPSOutput:
-    """Raw outputs for a batch (everything the loss needs).
+    """Raw outputs for a batch (everything the loss needs), before softmax.
 
     Attributes:
         image_logits: (B, 2) cosine similarities / temperature, [normal, anomalous].
-        patch_logits: one (B, L, 2) tensor per layer.
+        patch_logits: one (B, L, 2) tensor per layer, with the shunt features the model uses.
         attention: with ``return_attention``, one (B, 2, L) tensor per layer (empty without a pathway).
+        plain_logits: with ``return_readouts``, per layer (B, L, 2) against the plain shunt features.
+        global_logits: with ``return_readouts``, per layer (B, L, 2) against the global features.
+        shunt_features: with ``return_readouts``, per layer (B, 2, D) the shunt features behind ``patch_logits``.
     """
 
     image_logits: torch.Tensor
     patch_logits: list[torch.Tensor]
-    attention: list[torch.Tensor] | None = None  # per layer (B, 2, L): the pathway's MHA_eta weights, if asked
+    attention: list[torch.Tensor] | None = None
+    plain_logits: list[torch.Tensor] | None = None
+    global_logits: list[torch.Tensor] | None = None
+    shunt_features: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -113,6 +131,7 @@ class Prediction:
     Attributes:
         image_scores: (B,) probability of "anomalous", in [0, 1].
         anomaly_maps: (B, H, W), unsmoothed, in [0, number of layers].
+        extras: with ``return_layers``, ``"layer_probs"``: per layer (B, 2, H, W).
     """
 
     image_scores: torch.Tensor
@@ -120,11 +139,45 @@ class Prediction:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def upsample_probs(patch_logits: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, L, 2) patch logits -> (B, 2, size, size) probabilities (softmax, then bilinear)."""
-    b, n, _ = patch_logits.shape
+def image_logits(embedding: torch.Tensor, global_text: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Paper Eq. 9 before the softmax: image embeddings against the global text features.
+
+    ``C = softmax([<v, t_g^n>, <v, t_g^a>] / temperature)``, image score ``C[anomalous]``.
+
+    Args:
+        embedding: (B, D) image embeddings ``v``.
+        global_text: (2, D) global text features, [normal, anomalous].
+        temperature: 0.07 in the paper.
+
+    Returns:
+        (B, 2) logits.
+    """
+    v = F.normalize(embedding, dim=-1)  # (B, D)
+    return v @ F.normalize(global_text, dim=-1).T / temperature  # (B, 2)
+
+
+def patch_logits(patches: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Paper Eq. 10 before the softmax: every patch against a pair of text features.
+
+    ``S_i = softmax([<z_p, s^n>, <z_p, s^a>] / temperature)`` per patch ``p``, so
+    ``patch_logits(...).softmax(-1)[..., 1]`` is the patch's probability of "anomalous".
+
+    Args:
+        patches: (B, L, D) patch tokens ``z_i`` of one layer.
+        text: (2, D) or (B, 2, D) text features, [normal, anomalous] (per image after the pathway).
+        temperature: 0.07 in the paper.
+
+    Returns:
+        (B, L, 2) logits.
+    """
+    return F.normalize(patches, dim=-1) @ F.normalize(text, dim=-1).transpose(-1, -2) / temperature
+
+
+def upsample_probs(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, L, 2) patch logits -> (B, 2, size, size) probabilities ``S_i`` (softmax, then bilinear)."""
+    b, n, _ = logits.shape
     g = int(round(n**0.5))
-    probs = patch_logits.softmax(dim=-1).transpose(1, 2).reshape(b, 2, g, g)  # (B, 2, g, g)
+    probs = logits.softmax(dim=-1).transpose(1, 2).reshape(b, 2, g, g)  # (B, 2, g, g)
     return F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)
 
 
@@ -149,20 +202,20 @@ class TPS(nn.Module):
                                                    config.layers, config.pos_resize, config.seed)
         torch.manual_seed(config.seed + 1)  # learnable parts: same init whatever CLIP's size
         bb = self.backbone
-        deep = P.deep_prompt_layers(bb.num_text_layers, config.deep_depth)
+        deep = deep_prompt_layers(bb.num_text_layers, config.deep_depth)
         code = config.variant == "authors-code"
         if config.prompts == "learned":
-            global_s = P.learned_sentences(P.GLOBAL_STATES, config.global_noun, config.n_ctx)
-            shunt_s = P.learned_sentences(P.SHUNT_STATES, P.SHUNT_NOUN, config.n_ctx)
+            global_s = learned_sentences(GLOBAL_STATES, config.global_noun, config.n_ctx)
+            shunt_s = learned_sentences(SHUNT_STATES, SHUNT_NOUN, config.n_ctx)
             n_ctx = config.n_ctx
         else:
-            global_s = P.fixed_sentences(P.FIXED_GLOBAL, config.global_noun)
-            shunt_s = P.fixed_sentences(P.FIXED_SHUNT, P.SHUNT_NOUN)
+            global_s = fixed_sentences(FIXED_GLOBAL, config.global_noun)
+            shunt_s = fixed_sentences(FIXED_SHUNT, SHUNT_NOUN)
             n_ctx = 0
         kw = dict(n_ctx=n_ctx, deep_layers=deep, deep_length=config.deep_length,
                   fp16_deep_prompts=config.fp16_deep_prompts, unused_projections=code)
-        self.global_prompts = P.PromptLearner(bb, global_s, **kw)
-        self.shunt_prompts = P.PromptLearner(bb, shunt_s, **kw)
+        self.global_prompts = PromptLearner(bb, global_s, **kw)
+        self.shunt_prompts = PromptLearner(bb, shunt_s, **kw)
         n_pathways = 0 if not config.pathway else 1 if config.shared_pathway else len(bb.layers)
         self.pathways = nn.ModuleList([Pathway(bb.embed_dim, config.heads) for _ in range(n_pathways)])
         self.text_projection = nn.Parameter(bb.clip.text_projection.detach().clone(),
@@ -171,6 +224,7 @@ class TPS(nn.Module):
 
     # -- pieces --------------------------------------------------------------------
     def train(self, mode: bool = True) -> TPS:
+        """Set training mode for the learnable parts; CLIP always stays in eval mode."""
         super().train(mode)
         self.backbone.train(False)
         return self
@@ -189,35 +243,56 @@ class TPS(nn.Module):
                 self.shunt_prompts(self.backbone, self.text_projection))
 
     def pathway_for(self, layer: int) -> Pathway | None:
+        """The pathway of the ``layer``-th selected layer (0-based): its own, or the shared one; None without."""
         if not self.pathways:
             return None
         return self.pathways[0 if self.config.shared_pathway else layer]
 
     def use_pathway(self) -> bool:
+        """Whether the shunt features are customised now (training, or at inference if configured)."""
         return bool(self.pathways) and (self.training or self.config.pathway_at_inference)
 
     # -- forward -------------------------------------------------------------------
-    def forward_features(self, feats: ImageFeatures, return_attention: bool = False) -> TPSOutput:
-        """Scores from cached image features (Eq. 9-10), before softmax."""
+    def forward_features(self, feats: ImageFeatures, return_attention: bool = False, return_readouts: bool = False,
+                         use_pathway: bool | None = None) -> TPSOutput:
+        """Image and patch logits from (cached) image features, before softmax.
+
+        Args:
+            feats: the frozen CLIP features of a batch.
+            return_attention: also return MHA_eta's attention per layer (computed even where the
+                pathway's output is not used, as the authors' code does at inference).
+            return_readouts: also return, per layer, the patch logits against the plain shunt and
+                the global features, and the shunt features behind ``patch_logits``.
+            use_pathway: customise the shunt features with the pathway (default: :meth:`use_pathway`).
+
+        Returns:
+            The logits (and what was asked for) as a :class:`TPSOutput`.
+        """
         t = self.config.temperature
         global_t, shunt_t = self.text_features()  # (2, D) each
-        v = F.normalize(feats.embedding, dim=-1)  # (B, D)
-        image_logits = v @ F.normalize(global_t, dim=-1).T / t  # (B, 2)
-        b = v.shape[0]
-        patch_logits, attention = [], []
+        b = feats.embedding.shape[0]
+        pathway = self.use_pathway() if use_pathway is None else use_pathway and bool(self.pathways)
+        out = TPSOutput(image_logits(feats.embedding, global_t, t), [], [] if return_attention else None,
+                        *([], [], []) if return_readouts else (None, None, None))
         for i, z in enumerate(feats.patches):  # z: (B, L, D)
-            s = shunt_t.expand(b, -1, -1)  # (B, 2, D)
-            if self.use_pathway():
-                out = self.pathway_for(i)(s, global_t.expand(b, -1, -1), z, return_attention=return_attention)
-                s, att = out if return_attention else (out, None)
-                attention.append(att)
-            elif self.pathways and return_attention:  # authors-code inference: computed, then discarded
-                attention.append(self.pathway_for(i)(s, global_t.expand(b, -1, -1), z, return_attention=True)[1])
-            logits = F.normalize(z, dim=-1) @ F.normalize(s, dim=-1).transpose(1, 2) / t  # (B, L, 2)
-            patch_logits.append(logits)
-        return TPSOutput(image_logits, patch_logits, attention if return_attention else None)
+            plain = shunt_t.expand(b, -1, -1)  # (B, 2, D); one per layer: the gradients add up in a fixed order
+            s = plain
+            if self.pathways and (pathway or return_attention):
+                custom = self.pathway_for(i)(plain, global_t.expand(b, -1, -1), z, return_attention=return_attention)
+                custom, att = custom if return_attention else (custom, None)
+                if return_attention:
+                    out.attention.append(att)
+                if pathway:
+                    s = custom  # (B, 2, D)
+            out.patch_logits.append(patch_logits(z, s, t))  # (B, L, 2)
+            if return_readouts:
+                out.plain_logits.append(patch_logits(z, plain, t))
+                out.global_logits.append(patch_logits(z, global_t, t))
+                out.shunt_features.append(s)
+        return out
 
     def forward(self, images: torch.Tensor) -> TPSOutput:
+        """Logits for preprocessed images (B, 3, S, S)."""
         return self.forward_features(self.encode_images(images))
 
     @torch.no_grad()

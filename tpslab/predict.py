@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from tpslab.data.images import IMAGE_SUFFIXES, load_image
-from tpslab.evaluate import default_sigma
+from tpslab.evaluate import smooth_maps
 from tpslab.model import TPS
 from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
 from tpslab.viz import overlay
@@ -46,16 +45,16 @@ def predict_paths(model: TPS, inputs: list[str | Path], out: str | Path, sigma: 
     out.mkdir(parents=True, exist_ok=True)
     paths = collect_images(inputs)
     size = model.backbone.image_size
-    sigma = default_sigma(size) if sigma is None else sigma
     rows, results = [], []
     for path in tqdm(paths, desc="predict", disable=not progress):
         img = load_image(path)
         pred = model.predict(model.preprocess(img)[None])
         amap = pred.anomaly_maps[0].numpy()
-        amap = gaussian_filter(amap, sigma) if sigma > 0 else amap
+        amap = smooth_maps(amap[None], size, sigma)[0]  # (S, S)
         rgb = np.asarray(img.resize((size, size), Image.BICUBIC))
         results.append((path, rgb, amap))
-        rows.append({"image": str(path), "score": round(float(pred.image_scores[0]), 6), "map_max": round(float(amap.max()), 6)})
+        rows.append({"image": str(path), "score": round(float(pred.image_scores[0]), 6),
+                     "map_max": round(float(amap.max()), 6)})
     lo = min(float(a.min()) for _, _, a in results)
     hi = max(float(a.max()) for _, _, a in results)
     names: set[str] = set()

@@ -1,11 +1,14 @@
-"""Profiles: one YAML file per scale of work (``tpslab/profiles/*.yaml``).
+"""Profiles: one YAML file per scale of work (``tpslab/profiles/*.yaml``), and the runs they plan.
 
 * ``smoke``: tiny random CLIP, synthetic data, CPU, minutes (the default; what CI runs);
 * ``course``: ViT-B-16 ``openai`` at 224, small data, a laptop CPU;
 * ``paper``: ViT-L-14-336 ``openai`` at 518, the paper's data sets and recipe, a GPU.
 
 A profile names the model settings (:class:`tpslab.model.TPSConfig` fields), the training
-recipe (:class:`tpslab.train.TrainConfig` fields), the data, and evaluation options.
+recipe (:class:`tpslab.train.TrainConfig` fields), the data (:class:`DataConfig`), the
+evaluation (:class:`tpslab.evaluate.EvalConfig`), and what the notebooks do
+(:class:`NotebookConfig`, :class:`AblationConfig`). Every section rejects unknown keys;
+``overrides`` (``section.key=value``, as ``tpslab train --set`` takes them) change any value.
 """
 
 from __future__ import annotations
@@ -17,9 +20,77 @@ from typing import Any
 
 import yaml
 
-from tpslab.utils import TPSLabError
+from tpslab.evaluate import EvalConfig
+from tpslab.model import TPSConfig
+from tpslab.train import TrainConfig
+from tpslab.utils import TPSLabError, check_fields, shown
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+SYNTHETIC_LABEL = "synthetic data, tiny CLIP with random weights: not paper numbers"
+
+
+@dataclass
+class DataConfig:
+    """A profile's ``data:`` section: what is trained on and what is evaluated."""
+
+    kind: str = "synthetic"  # "synthetic" (made here) or "real" (prepared with `tpslab prepare`)
+    train: str = "train-domain"  # the auxiliary data set (its test split is trained on)
+    test: list[str] = field(default_factory=lambda: ["heldout-domain"])  # evaluated zero-shot
+    root: str = "synthetic"  # synthetic data: its folder under the data root
+    synthetic: dict[str, Any] = field(default_factory=dict)  # make_synthetic_pair arguments
+    auxiliary_for: dict[str, str] = field(default_factory=dict)  # test set -> auxiliary set used for it instead
+    medical: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> {train: set, test: [sets]}
+    roots: dict[str, str] = field(default_factory=dict)  # real data set -> its folder under the data root
+
+    def __post_init__(self) -> None:
+        """Check the kind and the medical tasks."""
+        if self.kind not in ("synthetic", "real"):
+            raise TPSLabError(f"data kind must be 'synthetic' or 'real', got {self.kind!r}")
+        for task, spec in self.medical.items():
+            if set(spec) != {"train", "test"}:
+                raise TPSLabError(f"data.medical.{task}: expected the keys train and test, got {sorted(spec)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        """Build from a profile's section, rejecting unknown keys."""
+        check_fields(cls, data, "data")
+        return cls(**data)
+
+    def folder(self, name: str) -> str:
+        """A real data set's folder under the data root."""
+        return self.roots.get(name, name)
+
+
+@dataclass
+class NotebookConfig:
+    """A profile's ``notebooks:`` section."""
+
+    examples: int = 6  # images per example-map figure
+    untrained_baseline: bool = False  # 03 also scores the untrained model
+    explain_images: int = 64  # 05: held-out images behind the per-layer numbers
+    train_per_class: int | None = None  # 02: train on the first N images of each class (None: all)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NotebookConfig:
+        """Build from a profile's section, rejecting unknown keys."""
+        check_fields(cls, data, "notebooks")
+        return cls(**data)
+
+
+@dataclass
+class AblationConfig:
+    """A profile's ``ablation:`` section (notebook 04)."""
+
+    test: list[str] = field(default_factory=list)  # data sets every row is evaluated on
+    per_class: int | None = None  # auxiliary images per class (None: all)
+    train: dict[str, Any] = field(default_factory=dict)  # overrides of the profile's train section
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> model settings that differ
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AblationConfig:
+        """Build from a profile's section, rejecting unknown keys."""
+        check_fields(cls, data, "ablation")
+        return cls(**{k: (v or {}) if k in ("train", "runs") else v for k, v in data.items()})
 
 
 @dataclass
@@ -28,20 +99,76 @@ class Profile:
 
     name: str
     description: str
-    model: dict[str, Any]
-    train: dict[str, Any]
-    data: dict[str, Any]
-    evaluate: dict[str, Any] = field(default_factory=dict)
-    device: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any]  # TPSConfig fields
+    train: dict[str, Any]  # TrainConfig fields
+    data: DataConfig
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    notebooks: NotebookConfig = field(default_factory=NotebookConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    threads: int | None = None  # torch threads (None: torch's default)
+
+    @property
+    def model_config(self) -> TPSConfig:
+        """The model section as a :class:`TPSConfig`."""
+        return TPSConfig.from_dict(self.model)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The train section as a :class:`TrainConfig`."""
+        return TrainConfig.from_dict(self.train)
+
+    @property
+    def label(self) -> str:
+        """What this profile's numbers are, printed under every figure title and atop every table."""
+        synthetic = self.data.kind == "synthetic"
+        if synthetic and self.model_config.pretrained is None:
+            return SYNTHETIC_LABEL
+        if synthetic:
+            return f"synthetic data, profile {self.name}: not paper numbers"
+        return f"tpslab, profile {self.name}"
+
+    def apply_threads(self) -> None:
+        """Set torch's thread count if the profile names one (tiny models: more threads only add overhead)."""
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(int(self.threads))
+
+
+SECTIONS = {"model": TPSConfig, "train": TrainConfig, "data": DataConfig, "evaluate": EvalConfig,
+            "notebooks": NotebookConfig, "ablation": AblationConfig}
 
 
 def available_profiles() -> list[str]:
+    """The built-in profiles' names."""
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
-def load_profile(name_or_path: str | os.PathLike) -> Profile:
-    """Load a built-in profile by name, or any profile YAML file by path."""
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"section.key=value"`` -> (section, key, value); the value is read as YAML (``3``, ``null``, ``[a, b]``).
+
+    >>> parse_override("train.epochs=3")
+    ('train', 'epochs', 3)
+    """
+    target, sep, value = text.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not (sep and dot and key):
+        raise TPSLabError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
+    if section not in SECTIONS and section not in ("device", "threads"):
+        raise TPSLabError(f"--set {text!r}: unknown section {section!r}; known: {', '.join(SECTIONS)}")
+    try:
+        return section, key, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise TPSLabError(f"--set {text!r}: the value is not valid YAML") from err
+
+
+def load_profile(name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Profile:
+    """Load a built-in profile by name, or any profile YAML file by path, with ``section.key=value`` overrides.
+
+    Raises:
+        TPSLabError: unknown profile, bad YAML, a missing section, or an unknown or bad setting.
+    """
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILE_DIR / f"{name_or_path}.yaml"
@@ -50,14 +177,24 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise TPSLabError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise TPSLabError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     missing = [k for k in ("name", "model", "train", "data") if k not in raw]
     if missing:
         raise TPSLabError(f"{path}: missing section(s) {', '.join(missing)}")
-    known = {"name", "description", "model", "train", "data", "evaluate", "device"}
-    return Profile(name=raw["name"], description=raw.get("description", ""), model=raw["model"] or {},
-                   train=raw["train"] or {}, data=raw["data"] or {}, evaluate=raw.get("evaluate") or {},
-                   device=raw.get("device", "auto"), extra={k: v for k, v in raw.items() if k not in known})
+    unknown = sorted(set(raw) - set(SECTIONS) - {"name", "description", "device", "threads"})
+    if unknown:
+        raise TPSLabError(f"{path}: unknown section(s) {', '.join(unknown)}")
+    sections = {k: dict(raw.get(k) or {}) for k in SECTIONS}
+    for section, key, value in map(parse_override, overrides):
+        sections[section][key] = value
+    TPSConfig.from_dict(sections["model"])  # reject unknown or bad settings now, not at training time
+    TrainConfig.from_dict(sections["train"])
+    return Profile(name=raw["name"], description=raw.get("description", ""), model=sections["model"],
+                   train=sections["train"], data=DataConfig.from_dict(sections["data"]),
+                   evaluate=EvalConfig.from_dict(sections["evaluate"]),
+                   notebooks=NotebookConfig.from_dict(sections["notebooks"]),
+                   ablation=AblationConfig.from_dict(sections["ablation"]),
+                   device=raw.get("device", "auto"), threads=raw.get("threads"))
 
 
 def data_root(override: str | os.PathLike | None = None) -> Path:
@@ -68,3 +205,60 @@ def data_root(override: str | os.PathLike | None = None) -> Path:
 def results_root(override: str | os.PathLike | None = None) -> Path:
     """Where results go: ``override``, else ``$TPSLAB_RESULTS``, else ``./results``."""
     return Path(override or os.environ.get("TPSLAB_RESULTS") or "results")
+
+
+# ----------------------------------------------------------------------------- run planning
+
+
+def training_runs(profile: Profile) -> dict[str, str]:
+    """Run name -> auxiliary data set: "main", one per ``auxiliary_for`` entry, the medical ones."""
+    data = profile.data
+    runs = {"main": data.train}
+    runs.update({f"aux-{aux}": aux for aux in data.auxiliary_for.values()})
+    runs.update({f"medical-{task}": spec["train"] for task, spec in data.medical.items()})
+    return runs
+
+
+def evaluation_plan(profile: Profile) -> list[tuple[str, str]]:
+    """(data set, run) pairs to evaluate: each test set with its model, then the medical ones."""
+    data = profile.data
+    plan = [(name, f"aux-{data.auxiliary_for[name]}" if name in data.auxiliary_for else "main") for name in data.test]
+    plan += [(name, f"medical-{task}") for task, spec in data.medical.items() for name in spec["test"]]
+    return plan
+
+
+def industrial_runs(profile: Profile) -> dict[str, str]:
+    """Data set -> the run of the paper's Tables 1-2 that evaluates it (every run but the medical ones)."""
+    return {d: r for d, r in evaluation_plan(profile) if not r.startswith("medical-")}
+
+
+def needed_datasets(profile: Profile) -> list[str]:
+    """Every data set a profile's notebooks read, in order, without repeats."""
+    names = list(training_runs(profile).values()) + [d for d, _ in evaluation_plan(profile)]
+    return list(dict.fromkeys(names + profile.ablation.test))
+
+
+def missing_datasets(profile: Profile, root: Path) -> list[str]:
+    """The command that makes each missing ``meta.json`` of a real data set (none for synthetic data)."""
+    if profile.data.kind == "synthetic":
+        return []
+    folders = {n: root / profile.data.folder(n) for n in needed_datasets(profile)}
+    return [f"`tpslab prepare {n} {shown(f)}`" for n, f in folders.items() if not (f / "meta.json").is_file()]
+
+
+def locate_datasets(profile: Profile, root: Path, progress: bool = False) -> dict[str, Path]:
+    """Data set name -> meta.json: the synthetic domains made (or reused), or each prepared real set found.
+
+    Raises:
+        TPSLabError: a real data set is not prepared (naming the command that prepares it).
+    """
+    data = profile.data
+    if data.kind == "synthetic":
+        from tpslab.data.synthetic import make_synthetic_pair
+
+        metas = make_synthetic_pair(root / data.root, progress=progress, **data.synthetic)
+        return {path.parent.name: path for path in metas.values()}
+    missing = missing_datasets(profile, root)
+    if missing:
+        raise TPSLabError(f"data sets not prepared (get them as data/README.md says, then run): {'; '.join(missing)}")
+    return {n: root / data.folder(n) / "meta.json" for n in needed_datasets(profile)}

@@ -104,6 +104,7 @@ class PromptLearner(nn.Module):
         return torch.cat([x[:, :1], self.ctx, x[:, 1 + self.n_ctx:]], dim=1)
 
     def deep_prompts(self) -> list[torch.Tensor]:
+        """The deep prompt vectors of every layer (through fp16 first, in the authors' code)."""
         if self.fp16_deep_prompts:
             return [p.half().float() for p in self.deep]
         return list(self.deep)

@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tpslab import lab
-from tpslab.profiles import Profile, data_root, load_profile, results_root
-from tpslab.utils import TPSLabError
+from tpslab.profiles import Profile, data_root, load_profile, missing_datasets, results_root
+from tpslab.utils import PROJECT, TPSLabError, project_path, shown
 
-NOTEBOOKS = lab.PROJECT / "notebooks"
+NOTEBOOKS = PROJECT / "notebooks"
 KERNEL = "python3"
 
 
@@ -45,7 +44,7 @@ def notebook_sources(only: list[str] | None = None) -> list[Path]:
 
 def missing_weights(profile: Profile) -> str | None:
     """Why the profile's CLIP weights cannot be loaded here, or None. Looks at local files only."""
-    name, pretrained = profile.model.get("backbone", "tpslab-tiny"), profile.model.get("pretrained")
+    name, pretrained = profile.model_config.backbone, profile.model_config.pretrained
     if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
         path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
         return None if path.exists() else f"CLIP weights {path} not found"
@@ -77,9 +76,9 @@ def preflight(profile: Profile, data: Path, needs_data: bool = True) -> None:
     weights = missing_weights(profile)
     if weights:
         problems.append(weights)
-    missing = lab.missing_datasets(profile, data) if needs_data else []
+    missing = missing_datasets(profile, data) if needs_data else []
     if missing:
-        problems.append(f"{len(missing)} data set(s) not prepared under {lab.shown(data)}/ (get each as "
+        problems.append(f"{len(missing)} data set(s) not prepared under {shown(data)}/ (get each as "
                         f"data/README.md says, then run): " + "; ".join(missing))
     if problems:
         raise TPSLabError(f"profile {profile.name!r} cannot run here: " + " | ".join(problems))
@@ -96,10 +95,16 @@ def _read_notebook(source: Path):
 
 
 def _kernel_env() -> None:
-    """Kernels see the checkout's tpslab (even when not pip-installed) and never download weights."""
+    """Set up the kernels' environment.
+
+    Kernels see the checkout's tpslab (even when not pip-installed), never download weights,
+    and skip tqdm's warning that ipywidgets is missing (its text names a file of this machine).
+    """
     os.environ["HF_HUB_OFFLINE"] = "1"
-    if (lab.PROJECT / "tpslab").is_dir():
-        paths = [str(lab.PROJECT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys([*filters, "ignore:IProgress not found"]))
+    if (PROJECT / "tpslab").is_dir():
+        paths = [str(PROJECT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
@@ -135,10 +140,10 @@ def run_notebook(source: Path, dest: Path, parameters: dict | None, cwd: Path, l
                                        cwd=str(cwd))
     except PapermillExecutionError as err:
         raise TPSLabError(f"notebook {source.stem} failed: {err.ename}: {err.evalue.strip()} "
-                          f"(the partly executed copy is {lab.shown(dest)})") from None
+                          f"(the partly executed copy is {shown(dest)})") from err
     except (RuntimeError, OSError, TimeoutError) as err:  # the kernel died or did not start
         raise TPSLabError(f"notebook {source.stem} stopped: {err.__class__.__name__}: {str(err).strip()[:300]} "
-                          f"(kernel log: {lab.shown(log)}; partly executed copy: {lab.shown(dest)})") from None
+                          f"(kernel log: {shown(log)}; partly executed copy: {shown(dest)})") from err
     return time.time() - t0
 
 
@@ -146,8 +151,8 @@ def reproduce(profile: str = "smoke", out: str | None = None, data: str | None =
               only: list[str] | None = None) -> int:
     """Run the notebooks of ``profile`` in order; print where everything went. Returns the exit code."""
     prof = load_profile(profile)
-    out_dir = lab.project_path(out or results_root() / prof.name)
-    data_dir = lab.project_path(data_root(data))
+    out_dir = project_path(out or results_root() / prof.name)
+    data_dir = project_path(data_root(data))
     sources = notebook_sources(only)
     preflight(prof, data_dir, needs_data=any(not p.stem.startswith("00") for p in sources))
     _kernel_env()
@@ -158,13 +163,14 @@ def reproduce(profile: str = "smoke", out: str | None = None, data: str | None =
         print(f"[{i}/{len(sources)}] {source.stem} ...", end=" ", flush=True)
         dest = out_dir / "notebooks" / f"{source.stem}.ipynb"
         try:
-            seconds = run_notebook(source, dest, params, lab.PROJECT, dest.with_suffix(".log"))
+            seconds = run_notebook(source, dest, params, PROJECT, dest.with_suffix(".log"))
         except TPSLabError:
             print("failed", flush=True)
             raise
         print(f"{seconds:.0f} s", flush=True)
-    print(f"done in {time.time() - t0:.0f} s; everything is in {lab.shown(out_dir)}/:")
-    for sub, what in (("notebooks", "the executed notebooks (and kernel logs)"), ("tables", "tables: CSV, Markdown, LaTeX"),
+    print(f"done in {time.time() - t0:.0f} s; everything is in {shown(out_dir)}/:")
+    for sub, what in (("notebooks", "the executed notebooks (and kernel logs)"),
+                      ("tables", "tables: CSV, Markdown, LaTeX"),
                       ("figures", "figures: PNG and PDF")):
         if (out_dir / sub).is_dir():
             print(f"  {sub}/  {what} ({len(list((out_dir / sub).iterdir()))} files)")

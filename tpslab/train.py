@@ -22,13 +22,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tpslab.backbone import ImageFeatures
+from tpslab.checkpoint import CHECKPOINT, load_state, read_checkpoint, save_checkpoint
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.losses import image_loss, segmentation_loss
-from tpslab.model import TPS, TPSConfig, upsample_probs
-from tpslab.utils import TPSLabError, atomic_torch_save, atomic_write_text, check_fields
-
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = "tpslab-checkpoint-v1"
+from tpslab.losses import tps_loss
+from tpslab.model import TPS
+from tpslab.utils import TPSLabError, atomic_write_text, check_fields, resolve_device
 
 
 @dataclass
@@ -43,7 +41,7 @@ class TrainConfig:
     seed: int = 111  # shuffling seed
     cache_features: bool = False  # compute frozen CLIP features once, reuse every epoch
     num_workers: int = 0  # DataLoader workers (when not caching)
-    device: str = "auto"  # "auto", "cpu", "cuda"
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -53,14 +51,6 @@ class TrainConfig:
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TPSLabError("device 'cuda' asked for, but no GPU is available here")
-    return torch.device(name)
 
 
 def make_optimizer(model: TPS, cfg: TrainConfig) -> torch.optim.Adam:
@@ -75,24 +65,10 @@ def make_optimizer(model: TPS, cfg: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups, betas=cfg.betas, foreach=True)
 
 
-def compute_loss(model: TPS, feats: ImageFeatures, masks: torch.Tensor, labels: torch.Tensor,
-                 has_mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 11 for one batch; images without a mask count for the image loss only."""
-    out = model.forward_features(feats)
-    l_img = image_loss(out.image_logits, labels)
-    size = masks.shape[-1]
-    keep = has_mask.bool()
-    if keep.any():
-        probs = [upsample_probs(p[keep], size) for p in out.patch_logits]
-        l_seg = segmentation_loss(probs, masks[keep])
-    else:
-        l_seg = masks.new_zeros(())
-    loss = l_img + l_seg
-    return loss, {"loss": loss.item(), "image_loss": l_img.item(), "seg_loss": l_seg.item()}
-
-
 @dataclass
 class Batch:
+    """One training batch: frozen features and the targets."""
+
     feats: ImageFeatures
     masks: torch.Tensor
     labels: torch.Tensor
@@ -115,6 +91,7 @@ class FeatureCache:
         self.masks, self.labels, self.has_mask = torch.cat(masks), torch.cat(labels), torch.cat(has_mask)
 
     def batches(self, order: np.ndarray, batch_size: int, device: torch.device) -> Iterator[Batch]:
+        """The cached samples in ``order``, ``batch_size`` at a time, moved to ``device``."""
         for start in range(0, len(order), batch_size):
             idx = torch.from_numpy(order[start:start + batch_size])
             yield Batch(self.feats.index(idx).to(device), self.masks[idx].to(device),
@@ -136,67 +113,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def _history_csv(history: list[dict[str, float]]) -> str:
+    """The history as CSV text."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
     return buf.getvalue()
-
-
-def save_checkpoint(path: Path, model: TPS, train_cfg: TrainConfig | None, epoch: int,
-                    optimizer: torch.optim.Optimizer | None, history: list[dict[str, float]]) -> None:
-    """Atomically write a tpslab checkpoint (learned parameters + configs + progress)."""
-    atomic_torch_save({
-        "format": CHECKPOINT_FORMAT,
-        "model_config": model.config.to_dict(),
-        "train_config": asdict(train_cfg) if train_cfg else None,
-        "epoch": epoch,
-        "state": model.trainable_state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer else None,
-        "history": history,
-    }, path)
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a tpslab checkpoint file (weights_only), with clear errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise TPSLabError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file for the user
-        raise TPSLabError(f"{path}: not a readable checkpoint ({err.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        hint = " (the authors' released file? use load_authors_checkpoint)" if isinstance(ckpt, dict) and "former" in ckpt else ""
-        raise TPSLabError(f"{path}: not a tpslab checkpoint{hint}")
-    return ckpt
-
-
-def load_state(model: TPS, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load learned parameters, explaining any shape or name mismatch in one line."""
-    own = model.trainable_state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        detail = (f"shapes differ: {wrong[0]}" if wrong else
-                  f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}")
-        raise TPSLabError(f"{source}: does not fit this model ({model.config.backbone}, variant {model.config.variant}): {detail}")
-    model.load_state_dict(state, strict=False)
-
-
-def load_checkpoint(path: str | Path, **overrides: Any) -> TPS:
-    """Rebuild a trained TPS model from a tpslab checkpoint.
-
-    Args:
-        path: a ``checkpoint.pt`` written by :func:`train`.
-        **overrides: model settings to change (e.g. ``pretrained`` pointing at a local file).
-    """
-    ckpt = read_checkpoint(path)
-    cfg = TPSConfig.from_dict({**ckpt["model_config"], **overrides})
-    model = TPS(cfg)
-    load_state(model, ckpt["state"], str(path))
-    return model
 
 
 def train(
@@ -234,9 +156,9 @@ def train(
         ckpt = read_checkpoint(ckpt_path)
         if ckpt["model_config"] != model.config.to_dict():
             raise TPSLabError(f"{ckpt_path}: made with other model settings; cannot resume (use another output folder)")
-        saved = {k: v for k, v in (ckpt["train_config"] or {}).items() if k != "epochs"}
-        now = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
-        if {k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()} != {k: list(v) if isinstance(v, tuple) else v for k, v in now.items()}:
+        def comparable(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k != "epochs"}
+        if comparable(ckpt["train_config"] or {}) != comparable(asdict(cfg)):
             raise TPSLabError(f"{ckpt_path}: made with other training settings; cannot resume")
         load_state(model, ckpt["state"], str(ckpt_path))
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -251,23 +173,26 @@ def train(
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         order = epoch_order(len(dataset), cfg.seed, epoch)
-        batches = cache.batches(order, cfg.batch_size, device) if cache else loader_batches(model, dataset, order, cfg, device)
+        batches = (cache.batches(order, cfg.batch_size, device) if cache else
+                   loader_batches(model, dataset, order, cfg, device))
         sums: dict[str, float] = {}
         n_batches = (len(order) + cfg.batch_size - 1) // cfg.batch_size
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for batch in bar:
-            loss, parts = compute_loss(model, batch.feats, batch.masks, batch.labels, batch.has_mask)
+            loss = tps_loss(model.forward_features(batch.feats), batch.masks, batch.labels, batch.has_mask)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.total.backward()
             optimizer.step()
+            parts = {"loss": loss.total.item(), "image_loss": loss.image.item(), "seg_loss": loss.segmentation.item()}
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
         row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}, "seconds": round(time.time() - t0, 2)}
         history.append(row)
-        save_checkpoint(ckpt_path, model, cfg, epoch + 1, optimizer, history)
+        save_checkpoint(ckpt_path, model, asdict(cfg), epoch + 1, optimizer, history)
         atomic_write_text(out / "history.csv", _history_csv(history))
-        line = f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f} (image {row['image_loss']:.4f}, seg {row['seg_loss']:.4f}), {row['seconds']:.1f}s"
+        line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f} (image {row['image_loss']:.4f}, "
+                f"seg {row['seg_loss']:.4f}), {row['seconds']:.1f}s")
         log(line)
         with open(out / "train.log", "a") as fh:
             fh.write(line + "\n")

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes, seeding, user-facing errors."""
+"""Small shared helpers: user-facing errors, paths, devices, atomic file writes, seeding."""
 
 from __future__ import annotations
 
@@ -15,12 +15,43 @@ from typing import Any
 import numpy as np
 import torch
 
+PROJECT = Path(__file__).resolve().parents[1]  # the source checkout (if this is one)
+
 
 class TPSLabError(Exception):
     """An error caused by the user's input (a file, a flag, a data set).
 
     The CLI prints these as a single line, without a traceback.
     """
+
+
+def project_path(path: str | os.PathLike) -> Path:
+    """A relative path is taken from the project root in a source checkout (notebooks run in notebooks/)."""
+    path = Path(path)
+    if path.is_absolute() or not (PROJECT / "notebooks").is_dir():
+        return path.absolute()
+    return PROJECT / path
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as notebooks and messages print it: relative to the project root when inside it."""
+    path = Path(path).absolute()
+    return str(path.relative_to(PROJECT)) if path.is_relative_to(PROJECT) else str(path)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The one device convention: ``"auto"`` (a GPU if there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        TPSLabError: an unknown name, or a GPU asked for where there is none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise TPSLabError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TPSLabError(f"device {name!r} asked for, but no GPU is available here")
+    return torch.device(name)
 
 
 @contextmanager

@@ -1,13 +1,15 @@
-"""Figures: anomaly-map overlays, loss curves, metric bars. Every figure is saved as PNG and PDF.
+"""Figures: samples, anomaly-map examples, loss curves, metric bars, per-layer read-outs and attention.
 
-Figures made from synthetic data or random weights must say so; pass ``label`` (e.g.
-:data:`SYNTHETIC_LABEL`) and it is printed under the title.
+Every figure is saved as PNG and PDF. Figures made from synthetic data or random weights
+must say so; pass ``label`` (e.g. :data:`SYNTHETIC_LABEL`) and it is printed under the title.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,17 +20,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
+from tpslab.data.dataset import Examples  # noqa: E402
 from tpslab.utils import atomic_path  # noqa: E402
 
+if TYPE_CHECKING:
+    from tpslab.explain import Explanation
+    from tpslab.model import TPS
+
 SYNTHETIC_LABEL = "synthetic data, tiny CLIP with random weights: not paper numbers"
-
-
-def to_rgb(image: torch.Tensor, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD) -> np.ndarray:
-    """A preprocessed (3, H, W) tensor back to an (H, W, 3) uint8 image."""
-    x = image.detach().cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
-    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def overlay(rgb: np.ndarray, amap: np.ndarray, vmin: float | None = None, vmax: float | None = None,
@@ -53,7 +54,8 @@ def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("
     return paths
 
 
-def _title(ax_or_fig, title: str, label: str | None) -> None:
+def _title(ax_or_fig: plt.Axes | plt.Figure, title: str, label: str | None) -> None:
+    """Set the title, with the label (what the numbers are) on a line of its own."""
     text = f"{title}\n({label})" if label else title
     (ax_or_fig.suptitle if isinstance(ax_or_fig, plt.Figure) else ax_or_fig.set_title)(text, fontsize=10)
 
@@ -66,7 +68,7 @@ def plot_history(history: list[dict] | pd.DataFrame, label: str | None = None) -
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.lineplot(data=long, x="epoch", y="value", hue="term", marker="o", ax=ax)
     ax.set_ylabel("mean loss per batch")
-    _title(ax, "Training loss (Eq. 11)", label)
+    _title(ax, "Training loss (image CE + focal and Dice per layer)", label)
     return fig
 
 
@@ -85,7 +87,8 @@ def plot_examples(images: list[np.ndarray], maps: list[np.ndarray], masks: list[
         for i in range(3):
             axes[i, j].axis("off")
     for i, name in enumerate(("image", "ground truth", "anomaly map")):
-        axes[i, 0].text(-0.1, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+        axes[i, 0].text(-0.1, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right",
+                        fontsize=8)
     _title(fig, title, label)
     fig.tight_layout(rect=(0.02, 0, 1, 0.9))
     return fig
@@ -96,7 +99,7 @@ def plot_metric_bars(table: pd.DataFrame, x: str, hue: str, metrics: list[str], 
     """Grouped bars: one panel per metric, bars by ``x`` coloured by ``hue`` (percent)."""
     long = table.melt(id_vars=[x, hue], value_vars=metrics, var_name="metric", value_name="percent")
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=False):
         sns.barplot(data=long[long.metric == metric], x=x, y="percent", hue=hue, ax=ax)
         ax.set_title(metric, fontsize=9)
         ax.set_ylim(0, 100)
@@ -108,4 +111,89 @@ def plot_metric_bars(table: pd.DataFrame, x: str, hue: str, metrics: list[str], 
     fig.legend(handles, labels, title=hue, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     _title(fig, title, label)
     fig.tight_layout()
+    return fig
+
+
+def example_figure(model: TPS, examples: Examples, title: str, label: str | None = None,
+                   notes: Sequence[str] | None = None, device: str | torch.device = "cpu") -> plt.Figure:
+    """Image, ground truth and smoothed anomaly map (as evaluated) of a few examples.
+
+    Args:
+        model: the model whose maps are shown.
+        examples: the images (e.g. from :func:`tpslab.data.dataset.load_examples`).
+        title: the figure's title.
+        label: what the numbers are (printed under the title).
+        notes: one more caption line per example (e.g. its localisation quality).
+        device: where the model runs.
+    """
+    from tpslab.evaluate import default_sigma, predict_dataset
+
+    size = model.backbone.image_size
+    p = predict_dataset(model, examples.items, len(examples.items), default_sigma(size), device, progress=False)
+    captions = [f"{c}\n{'anomalous' if y else 'normal'}, score {s:.2f}" + (f"\n{notes[j]}" if notes else "")
+                for j, (c, y, s) in enumerate(zip(examples.classes, p.labels, p.scores, strict=True))]
+    return plot_examples(examples.rgb, list(p.maps), list(p.masks), captions, title, label)
+
+
+def plot_samples(examples: Examples, title: str, label: str | None) -> plt.Figure:
+    """Sample images (defects outlined in red) above their masks."""
+    n, rgb, masks = len(examples.items), examples.rgb, examples.masks
+    fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 3.6), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(rgb[j])
+        axes[0, j].contour(masks[j], levels=[0.5], colors="red", linewidths=0.8)
+        state = "anomalous" if examples.labels[j] else "normal"
+        axes[0, j].set_title(f"{examples.classes[j]}\n{state}", fontsize=7)
+        axes[1, j].imshow(masks[j], cmap="gray", vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.axis("off")
+    _title(fig, title, label)
+    return fig
+
+
+def _heat(rgb: np.ndarray, grid: torch.Tensor, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """A (g, g) patch map upsampled (bilinear) and laid over the image."""
+    up = F.interpolate(grid[None, None].float(), size=rgb.shape[:2], mode="bilinear")[0, 0].numpy()  # (H, W)
+    return overlay(rgb, up, lo, hi)
+
+
+def plot_layers(examples: Examples, expl: Explanation, j: int, layers: tuple[int, ...],
+                label: str | None) -> plt.Figure:
+    """Example j: per layer (rows) the three read-outs (P(anomalous), 0 to 1) and the two tokens' attention."""
+    rgb, mask = examples.rgb[j], examples.masks[j]
+    cols = [("global prompts", expl.global_maps, 0, 1), ("shunt prompts", expl.shunt_maps, 0, 1),
+            ("shunt + pathway", expl.pathway_maps, 0, 1)]
+    cols += [(f"attention,\n{w} token", expl.attention[:, :, c], None, None)
+             for c, w in ((0, "normal"), (1, "anomalous"))]
+    fig, axes = plt.subplots(len(layers), len(cols) + 1, figsize=(1.6 * (len(cols) + 1), 1.7 * len(layers) + 0.6),
+                             squeeze=False)
+    for r, layer in enumerate(layers):
+        axes[r, 0].imshow(rgb)
+        axes[r, 0].contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
+        axes[r, 0].set_ylabel(f"layer {layer}", fontsize=8)
+        for c, (name, maps, lo, hi) in enumerate(cols, start=1):
+            axes[r, c].imshow(_heat(rgb, maps[r, j], lo, hi))
+            axes[0, c].set_title(name, fontsize=8)
+    axes[0, 0].set_title("image, defect\noutlined", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"What each read-out scores as anomalous, per layer\n({label})", fontsize=9)
+    return fig
+
+
+def plot_attention(examples: Examples, expl: Explanation, k: int, layer: int, label: str | None) -> plt.Figure:
+    """Per example (columns): the image (defect outlined), then each shunt token's attention (layer index k)."""
+    rgb, masks, n = examples.rgb, examples.masks, len(examples.items)
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(rgb[j])
+        axes[0, j].contour(masks[j], levels=[0.5], colors="lime", linewidths=0.8)
+        axes[0, j].set_title(examples.classes[j], fontsize=8)
+        for token in (0, 1):
+            axes[token + 1, j].imshow(_heat(rgb[j], expl.attention[k, j, token]))
+    for r, name in enumerate(("image", "normal token", "anomalous token")):
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"Where the pathway's shunt tokens look (MHA_eta, layer {layer})\n({label})", fontsize=9)
     return fig

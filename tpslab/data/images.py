@@ -21,7 +21,7 @@ def _open(path: str | os.PathLike) -> Image.Image:
         img = Image.open(path)
         img.load()
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise TPSLabError(f"{path}: cannot read image ({err.__class__.__name__})") from None
+        raise TPSLabError(f"{path}: cannot read image ({err.__class__.__name__})") from err
     return img
 
 

@@ -123,7 +123,8 @@ def file_problems(meta: Meta) -> list[str]:
             for s in samples:
                 for key in ("img_path", "mask_path"):
                     if s[key] and not meta.path(s[key]).is_file():
-                        problems.append(f"{meta.path(s[key])}: {key.split('_')[0]} file not found ({split}/{s['cls_name']})")
+                        what = key.split("_")[0]
+                        problems.append(f"{meta.path(s[key])}: {what} file not found ({split}/{s['cls_name']})")
     return problems
 
 
@@ -154,7 +155,7 @@ def load_meta(path: str | os.PathLike, check_files: bool = True) -> Meta:
     try:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MetaError(f"{file}: not valid JSON ({err})") from None
+        raise MetaError(f"{file}: not valid JSON ({err})") from err
     raise_problems(structure_problems(data, str(file)), str(file))
     meta = Meta(root=file.parent, splits={s: data.get(s, {}) for s in SPLITS})
     if check_files:
@@ -172,3 +173,11 @@ def write_meta(splits: dict[str, dict[str, list[dict[str, Any]]]], root: str | o
     raise_problems(structure_problems(data, str(file)), str(file))
     atomic_write_json(file, data)
     return file
+
+
+def class_counts(meta: Meta, split: str) -> list[dict[str, Any]]:
+    """Per class of a split: ``{"class", "normal", "anomalous", "with mask"}`` (anomalous images with a mask)."""
+    return [{"class": cls, "normal": sum(s["anomaly"] == 0 for s in samples),
+             "anomalous": sum(s["anomaly"] == 1 for s in samples),
+             "with mask": sum(s["anomaly"] == 1 and bool(s["mask_path"]) for s in samples)}
+            for cls, samples in meta.splits[split].items()]

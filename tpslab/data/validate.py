@@ -42,10 +42,10 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.size
-    except FileNotFoundError:
-        raise TPSLabError(f"{path}: file not found") from None
+    except FileNotFoundError as err:
+        raise TPSLabError(f"{path}: file not found") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise TPSLabError(f"{path}: cannot read image ({err.__class__.__name__})") from None
+        raise TPSLabError(f"{path}: cannot read image ({err.__class__.__name__})") from err
 
 
 def mask_problem(mask: np.ndarray, anomaly: int | None = None) -> str | None:
@@ -82,7 +82,8 @@ def _sample_problems(meta: Meta, s: dict[str, Any], where: str) -> list[str]:
     except TPSLabError as err:
         return [f"{err} ({where})"]
     if mask.shape != (height, width):
-        return [f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {img} is {width}x{height} ({where})"]
+        return [f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {img} is {width}x{height} "
+                f"({where})"]
     problem = mask_problem(mask, s["anomaly"])
     return [f"{mask_path}: {problem} ({where})"] if problem else []
 

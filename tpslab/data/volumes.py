@@ -78,8 +78,8 @@ def parse_window(text: str | Window) -> Window:
         return "minmax"
     try:
         lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise TPSLabError(f"CT window {text!r}: expected 'LOW,HIGH' in HU (e.g. -1000,400) or 'minmax'") from None
+    except ValueError as err:
+        raise TPSLabError(f"CT window {text!r}: expected 'LOW,HIGH' in HU (e.g. -1000,400) or 'minmax'") from err
     if hi <= lo:
         raise TPSLabError(f"CT window {text!r}: the upper bound must exceed the lower")
     return (lo, hi)
@@ -118,14 +118,14 @@ def load_nifti(path: str | os.PathLike) -> np.ndarray:
     """Read a NIfTI volume as an array (needs nibabel)."""
     try:
         import nibabel
-    except ImportError:
+    except ImportError as err:
         raise TPSLabError(
             f"{path}: reading NIfTI volumes needs nibabel: pip install 'tpslab[medical]' (or pip install nibabel)"
-        ) from None
+        ) from err
     try:
         return np.asanyarray(nibabel.load(str(path)).dataobj)
     except Exception as err:  # nibabel raises many kinds on a damaged file
-        raise TPSLabError(f"{path}: cannot read NIfTI volume ({err.__class__.__name__}: {err})") from None
+        raise TPSLabError(f"{path}: cannot read NIfTI volume ({err.__class__.__name__}: {err})") from err
 
 
 def _case_name(path: Path) -> str | None:
@@ -155,8 +155,10 @@ def find_cases(root: str | os.PathLike) -> tuple[list[tuple[str, Path, Path]], l
                 if name and not p.name.startswith(".") and p.is_file():
                     cases[name] = p
     images, labels = found["imagesTr"], found["labelsTr"]
-    problems = [f"{images[c]}: no label volume {root / 'labelsTr' / images[c].name}" for c in sorted(images.keys() - labels.keys())]
-    problems += [f"{labels[c]}: label volume without its image in {root / 'imagesTr'}" for c in sorted(labels.keys() - images.keys())]
+    problems = [f"{images[c]}: no label volume {root / 'labelsTr' / images[c].name}"
+                for c in sorted(images.keys() - labels.keys())]
+    problems += [f"{labels[c]}: label volume without its image in {root / 'imagesTr'}"
+                 for c in sorted(labels.keys() - images.keys())]
     cases = [(c, images[c], labels[c]) for c in sorted(images.keys() & labels.keys())]
     return cases, problems
 
@@ -222,7 +224,7 @@ def convert_msd(root: str | os.PathLike, dest: str | os.PathLike | None = None, 
                     _save_png(mask, staging / "masks" / f"{case}_{z}.png")
                     n += 1
             except TPSLabError as err:
-                raise TPSLabError(f"{image_path}: {err}") from None
+                raise TPSLabError(f"{image_path}: {err}") from err
             counts.append(n)
         atomic_write_json(staging / CONVERSION_FILE, settings)
         old = None

@@ -1,0 +1,101 @@
+"""The tpslab checkpoint format: writing, reading, validating, and a safe ``torch.load``.
+
+A checkpoint (``checkpoint.pt``, written after every epoch by :func:`tpslab.train.train`)
+is a dict::
+
+    format          "tpslab-checkpoint-v1"
+    model_config    TPSConfig.to_dict(): enough to rebuild the model
+    train_config    the TrainConfig as a dict (None when not trained here)
+    epoch           finished epochs
+    state           the learned parameters only (prompts, pathways, text projection)
+    optimizer       the optimiser state (to resume)
+    history         per-epoch losses
+
+Every file is read with ``weights_only=True`` (:func:`torch_load`), also the authors'
+(:mod:`tpslab.authors`), so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tpslab.model import TPS, TPSConfig
+from tpslab.utils import TPSLabError, atomic_torch_save
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "tpslab-checkpoint-v1"
+
+
+def torch_load(path: str | os.PathLike) -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True``, with one-line errors.
+
+    Raises:
+        TPSLabError: the file is missing or is not a readable torch file of plain tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TPSLabError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file for the user
+        raise TPSLabError(f"{path}: not a readable checkpoint (cannot read it as a torch file of tensors: "
+                          f"{err.__class__.__name__})") from err
+
+
+def save_checkpoint(path: str | os.PathLike, model: TPS, train_config: dict[str, Any] | None, epoch: int,
+                    optimizer: torch.optim.Optimizer | None, history: list[dict[str, float]]) -> None:
+    """Atomically write a tpslab checkpoint (learned parameters + settings + progress)."""
+    atomic_torch_save({
+        "format": CHECKPOINT_FORMAT,
+        "model_config": model.config.to_dict(),
+        "train_config": train_config,
+        "epoch": epoch,
+        "state": model.trainable_state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer else None,
+        "history": history,
+    }, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a tpslab checkpoint file as a dict, refusing anything else with a clear reason."""
+    ckpt = torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        theirs = isinstance(ckpt, dict) and "former" in ckpt
+        hint = " (the authors' released file? use load_authors_checkpoint)" if theirs else ""
+        raise TPSLabError(f"{path}: not a tpslab checkpoint{hint}")
+    return ckpt
+
+
+def load_state(model: TPS, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load learned parameters, explaining any shape or name mismatch in one line."""
+    own = model.trainable_state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"shapes differ: {wrong[0]}" if wrong else
+                  f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}")
+        raise TPSLabError(f"{source}: does not fit this model ({model.config.backbone}, "
+                          f"variant {model.config.variant}): {detail}")
+    model.load_state_dict(state, strict=False)
+
+
+def load_checkpoint(path: str | os.PathLike, **overrides: Any) -> TPS:
+    """Rebuild a trained TPS model from a tpslab checkpoint.
+
+    Args:
+        path: a ``checkpoint.pt`` written by :func:`tpslab.train.train`.
+        **overrides: model settings to change (e.g. ``pretrained`` pointing at a local file).
+
+    Returns:
+        The model, on the CPU.
+    """
+    ckpt = read_checkpoint(path)
+    model = TPS(TPSConfig.from_dict({**ckpt["model_config"], **overrides}))
+    load_state(model, ckpt["state"], str(path))
+    return model
