@@ -95,9 +95,10 @@ def test_loss_weight_4_on_one_layer_equals_four_identical_layers(images):
     l1.backward()
     l4.backward()
     torch.testing.assert_close(l1, l4)
-    for p1, p4 in zip(one.prompts.parameters(), four.prompts.parameters()):
-        if p1.requires_grad:
-            torch.testing.assert_close(p1.grad, p4.grad)
+    for (name, p1), p4 in zip(one.prompts.named_parameters(), four.prompts.parameters()):
+        if p1.requires_grad:  # deep prompts pass through fp16 (as the reference): equal to one fp16 rounding step
+            tol = dict(atol=1e-4, rtol=2e-3) if name.startswith("deep") else {}
+            torch.testing.assert_close(p1.grad, p4.grad, **tol)
     # weight 1 on one layer is a different loss (the weight matters)
     assert not torch.allclose(l1, _loss(build_method("anomalyclip", **TINY, layer_weight=1.0), f1, masks, labels))
 

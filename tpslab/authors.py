@@ -122,16 +122,6 @@ def load_authors_checkpoint(model: TPS, path: str | Path) -> TPS:
 
 
 # -- AnomalyCLIP's released checkpoints ------------------------------------------------
-def _read_torch_file(path: Path) -> object:
-    """A torch file read with ``weights_only=True``, or a one-line error."""
-    if not path.is_file():
-        raise TPSLabError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise TPSLabError(f"{path}: cannot read as a torch checkpoint ({err.__class__.__name__})") from None
-
-
 def load_anomalyclip_checkpoint(model: AnomalyCLIP, path: str | Path) -> AnomalyCLIP:
     """Load AnomalyCLIP's released ``epoch_15.pth`` (zqhang/AnomalyCLIP) into ``model``, in place.
 
@@ -145,7 +135,7 @@ def load_anomalyclip_checkpoint(model: AnomalyCLIP, path: str | Path) -> Anomaly
         TPSLabError: unreadable file, wrong structure, other sentences, or a shape that does not fit.
     """
     path = Path(path)
-    ckpt = _read_torch_file(path)
+    ckpt = torch_load(path)
     if not isinstance(ckpt, dict) or "prompt_learner" not in ckpt or "former" in ckpt:
         raise TPSLabError(f"{path}: expected a dict with 'prompt_learner' only (AnomalyCLIP's format)")
     theirs = ckpt["prompt_learner"]

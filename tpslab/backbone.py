@@ -15,12 +15,7 @@ The whole CLIP is frozen (``requires_grad=False``, eval mode).
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import open_clip
 import torch
@@ -28,10 +23,8 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from tpslab.clip_loading import CONFIG_DIR, load_clip, resize_position_grid  # noqa: F401  (re-exported)
 from tpslab.utils import TPSLabError
-
-CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(CONFIG_DIR)  # registers "tpslab-tiny" (file stem = model name)
 
 PAPER_LAYERS = (6, 12, 18, 24)  # 1-based vision blocks whose patch tokens TPS uses (of 24)
 
@@ -64,115 +57,6 @@ class ImageFeatures:
     def index(self, idx: torch.Tensor | slice) -> ImageFeatures:
         """The features of the images ``idx`` selects."""
         return ImageFeatures(self.embedding[idx], [p[idx] for p in self.patches])
-
-
-def load_clip(
-    name: str = "tpslab-tiny",
-    pretrained: str | None = None,
-    image_size: int | None = None,
-    pos_resize: str = "bilinear",
-    quick_gelu: bool | None = None,
-    seed: int = 0,
-) -> nn.Module:
-    """Create an open_clip CLIP model, frozen, in eval mode.
-
-    Args:
-        name: an open_clip architecture (``"ViT-L-14-336"``), our ``"tpslab-tiny"``, or
-            ``"local-dir:/path"`` (a folder with ``open_clip_config.json`` and weights).
-        pretrained: ``None`` (seeded random weights), a tag such as ``"openai"``, or a
-            checkpoint file path.
-        image_size: input size if different from the architecture's (518 for TPS).
-        pos_resize: ``"bilinear"`` resizes the position grid as the authors do
-            (bilinear, no antialias); ``"open_clip"`` uses ``force_image_size``
-            (bicubic with antialias, slightly different numbers).
-        quick_gelu: force QuickGELU; default: on for the ``openai`` tag.
-        seed: seed for random weights.
-
-    Raises:
-        TPSLabError: for an unknown architecture, a missing checkpoint file, or weights
-            that cannot be fetched here.
-    """
-    if pos_resize not in ("bilinear", "open_clip"):
-        raise TPSLabError(f"pos_resize must be 'bilinear' or 'open_clip', got {pos_resize!r}")
-    is_local_dir = name.startswith("local-dir:")
-    if not is_local_dir and name not in open_clip.list_models():
-        raise TPSLabError(f"unknown backbone {name!r}; try 'tpslab-tiny', 'ViT-B-16', 'ViT-L-14-336' or "
-                          "'local-dir:PATH'")
-    is_file = pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")))
-    if pretrained != "openai" and is_file:
-        if not Path(pretrained).is_file():
-            raise TPSLabError(f"{pretrained}: checkpoint file not found")
-    if quick_gelu is None:
-        quick_gelu = pretrained == "openai"
-    kwargs = {}
-    if image_size and pos_resize == "open_clip":
-        kwargs["force_image_size"] = image_size
-    torch.manual_seed(seed)
-    try:
-        with _quiet_open_clip(pretrained is None):  # it warns about random weights; for us they are the point
-            clip = open_clip.create_model(name, pretrained=None if is_local_dir else pretrained,
-                                          force_quick_gelu=quick_gelu, **kwargs)
-    except Exception as err:  # noqa: BLE001 - open_clip raises many kinds; all mean "cannot load"
-        msg = f"{err.__class__.__name__}: {str(err).splitlines()[0]}" if str(err) else err.__class__.__name__
-        raise TPSLabError(f"cannot load CLIP {name!r} (pretrained={pretrained!r}): {msg}. Weights cannot be "
-                          "downloaded here: pass a local checkpoint file or 'local-dir:PATH'.") from err
-    if image_size and pos_resize == "bilinear" and image_size != clip.visual.image_size[0]:
-        resize_position_grid(clip.visual, image_size)
-    clip.eval()
-    for p in clip.parameters():
-        p.requires_grad_(False)
-    return clip
-
-
-class _FromPackage(logging.Filter):
-    """Drops warnings (and below) logged from the source files under ``folder``."""
-
-    def __init__(self, folder: str):
-        super().__init__()
-        self.folder = folder
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Keep the record unless it comes from the package and is below ERROR."""
-        return record.levelno >= logging.ERROR or not record.pathname.startswith(self.folder)
-
-
-@contextmanager
-def _quiet_open_clip(active: bool = True) -> Iterator[None]:
-    """Silence open_clip's warnings (not anyone else's) while it builds a model.
-
-    ``logging.getLogger("open_clip")`` is raised to ERROR; open_clip 3 also logs through
-    the root logger's functions (``logging.warning``), so those records are filtered by the
-    file they come from, leaving the root logger's level alone.
-    """
-    if not active:
-        yield
-        return
-    named = logging.getLogger("open_clip")
-    level, only_open_clip = named.level, _FromPackage(str(Path(open_clip.__file__).parent))
-    named.setLevel(logging.ERROR)
-    logging.getLogger().addFilter(only_open_clip)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeFilter(only_open_clip)
-        named.setLevel(level)
-
-
-def resize_position_grid(visual: nn.Module, image_size: int) -> None:
-    """Resize a ViT's learned position grid for ``image_size`` inputs (bilinear, no antialias).
-
-    This is what the authors' code does on the fly (24x24 -> 37x37 for 518 px with
-    patch 14); the class token's position is kept as is.
-    """
-    pos = visual.positional_embedding.detach()  # (1 + g*g, W)
-    patch = visual.patch_size[0]
-    old, new = math.isqrt(pos.shape[0] - 1), image_size // patch
-    grid = pos[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, W, g, g)
-    grid = F.interpolate(grid, size=(new, new), mode="bilinear", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(new * new, -1)  # (g'*g', W)
-    visual.positional_embedding = nn.Parameter(torch.cat([pos[:1], grid]), requires_grad=False)
-    visual.image_size = (image_size, image_size)
-    visual.grid_size = (new, new)
 
 
 class Backbone(nn.Module):
@@ -398,7 +282,8 @@ class Backbone(nn.Module):
             raise TPSLabError(f"{self.name}: window embeddings need a ViT pooled by its class token, with a projection")
         n_patches = self.grid_size ** 2
         if windows.ndim != 2 or windows.numel() == 0 or int(windows.min()) < 0 or int(windows.max()) >= n_patches:
-            raise TPSLabError(f"windows must be (n_win, k) patch indices in [0, {n_patches}), got shape {tuple(windows.shape)}")
+            raise TPSLabError(f"windows must be (n_win, k) patch indices in [0, {n_patches}), "
+                              f"got shape {tuple(windows.shape)}")
         x = self.tokens(images)  # (B, 1+L, W)
         n_img, (n_win, k) = x.shape[0], windows.shape
         keep = torch.cat([windows.new_zeros(n_win, 1), windows + 1], dim=1).to(x.device, torch.long)  # (n_win, 1+k)

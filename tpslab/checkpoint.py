@@ -4,7 +4,8 @@ A checkpoint (``checkpoint.pt``, written after every epoch by :func:`tpslab.trai
 is a dict::
 
     format          "tpslab-checkpoint-v1"
-    model_config    TPSConfig.to_dict(): enough to rebuild the model
+    method          the method's registry name ("tps", "anomalyclip"); absent = "tps" (older files)
+    model_config    the method's settings (``TPSConfig.to_dict()``): enough to rebuild the model
     train_config    the TrainConfig as a dict (None when not trained here)
     epoch           finished epochs
     state           the learned parameters only (prompts, pathways, text projection)
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from tpslab.model import TPS, TPSConfig
+from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_torch_save
 
 CHECKPOINT = "checkpoint.pt"
@@ -46,11 +47,12 @@ def torch_load(path: str | os.PathLike) -> Any:
                           f"{err.__class__.__name__})") from err
 
 
-def save_checkpoint(path: str | os.PathLike, model: TPS, train_config: dict[str, Any] | None, epoch: int,
+def save_checkpoint(path: str | os.PathLike, model: Detector, train_config: dict[str, Any] | None, epoch: int,
                     optimizer: torch.optim.Optimizer | None, history: list[dict[str, float]]) -> None:
     """Atomically write a tpslab checkpoint (learned parameters + settings + progress)."""
     atomic_torch_save({
         "format": CHECKPOINT_FORMAT,
+        "method": model.method,
         "model_config": model.config.to_dict(),
         "train_config": train_config,
         "epoch": epoch,
@@ -70,7 +72,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def load_state(model: TPS, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state(model: Detector, state: dict[str, torch.Tensor], source: str) -> None:
     """Load learned parameters, explaining any shape or name mismatch in one line."""
     own = model.trainable_state_dict()
     missing = sorted(set(own) - set(state))
@@ -80,13 +82,14 @@ def load_state(model: TPS, state: dict[str, torch.Tensor], source: str) -> None:
     if missing or unexpected or wrong:
         detail = (f"shapes differ: {wrong[0]}" if wrong else
                   f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}")
-        raise TPSLabError(f"{source}: does not fit this model ({model.config.backbone}, "
-                          f"variant {model.config.variant}): {detail}")
+        variant = f", variant {model.config.variant}" if hasattr(model.config, "variant") else ""
+        raise TPSLabError(f"{source}: does not fit this model ({model.method}, {model.config.backbone}{variant}): "
+                          f"{detail}")
     model.load_state_dict(state, strict=False)
 
 
-def load_checkpoint(path: str | os.PathLike, **overrides: Any) -> TPS:
-    """Rebuild a trained TPS model from a tpslab checkpoint.
+def load_checkpoint(path: str | os.PathLike, **overrides: Any) -> Detector:
+    """Rebuild a trained model (TPS, AnomalyCLIP) from a tpslab checkpoint, in eval mode.
 
     Args:
         path: a ``checkpoint.pt`` written by :func:`tpslab.train.train`.
@@ -95,7 +98,10 @@ def load_checkpoint(path: str | os.PathLike, **overrides: Any) -> TPS:
     Returns:
         The model, on the CPU.
     """
+    from tpslab.methods import method_module
+
     ckpt = read_checkpoint(path)
-    model = TPS(TPSConfig.from_dict({**ckpt["model_config"], **overrides}))
+    module = method_module(ckpt.get("method", "tps"))
+    model = module.build(module.Settings.from_dict({**ckpt["model_config"], **overrides}))
     load_state(model, ckpt["state"], str(path))
-    return model
+    return model.eval()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from tpslab import metrics
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.data.meta import Meta, load_meta
-from tpslab.model import TPS
+from tpslab.methods.base import Detector, Prediction
 from tpslab.utils import TPSLabError, atomic_write_text, check_fields, resolve_device
 
 METRIC_COLUMNS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"]
@@ -40,7 +40,7 @@ class EvalConfig:
     """How a model is evaluated (a profile's ``evaluate:`` section)."""
 
     batch_size: int = 8  # images per forward pass
-    sigma: float | None = None  # Gaussian smoothing of the maps in px; None = 4 px at 518, in proportion
+    sigma: float | None = None  # Gaussian smoothing of the maps in px; None = the method's reference protocol
     aupro_method: str = "exact"  # "exact" (every threshold) or "authors" (their 200 thresholds)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
 
@@ -79,17 +79,47 @@ class ClassPredictions:
     paths: list[str]
 
 
-@torch.no_grad()
-def predict_dataset(model: TPS, dataset: AnomalyDataset | list[dict[str, Any]], batch_size: int = EvalConfig.batch_size,
-                    sigma: float | None = None, device: str | torch.device = "cpu", progress: bool = True,
-                    desc: str = "predict") -> ClassPredictions:
-    """Run ``model`` over a dataset (or a list of its items); smooth the maps (sigma None -> default, 0 -> none)."""
-    model.eval().to(device)
-    scores, maps, labels, masks, has_mask, paths = [], [], [], [], [], []
+def _predict_batches(model: Detector, dataset: AnomalyDataset | list[dict[str, Any]], batch_size: int,
+                     device: str | torch.device, progress: bool,
+                     desc: str) -> Iterator[tuple[dict[str, Any], Prediction]]:
+    """(batch of items, prediction) pairs; a transductive method sees the whole set at once."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for item in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        pred = model.predict(item["image"].to(device))
-        m = smooth_maps(pred.anomaly_maps.float().cpu().numpy(), model.backbone.image_size, sigma)  # (B, S, S)
+    if not model.transductive:
+        for item in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            yield item, model.predict(item["image"].to(device), list(item["cls_name"]))
+        return
+    items = list(tqdm(loader, desc=f"{desc} (load)", disable=not progress, leave=False))
+    whole = {k: torch.cat([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor)
+             else [v for it in items for v in it[k]] for k in items[0]}
+    classes = sorted(set(whole["cls_name"]))
+    if len(classes) != 1:
+        raise TPSLabError(f"{model.method} scores one class at a time; got {', '.join(classes)}")
+    yield whole, model.predict_set(whole["image"], classes[0], list(whole["specie_name"]))
+
+
+@torch.no_grad()
+def predict_dataset(model: Detector, dataset: AnomalyDataset | list[dict[str, Any]],
+                    batch_size: int = EvalConfig.batch_size, sigma: float | None = None,
+                    device: str | torch.device = "cpu", progress: bool = True,
+                    desc: str = "predict") -> ClassPredictions:
+    """Run a detector over a data set (or a list of its items) and smooth the maps.
+
+    Args:
+        model: any method (:mod:`tpslab.methods`); a transductive one (MuSc) gets the whole
+            ``dataset`` at once, which must then hold one class.
+        dataset: the images, preprocessed at ``model.image_size``.
+        batch_size: images per forward pass.
+        sigma: Gaussian smoothing of the maps in px; None: the method's reference protocol
+            (``model.protocol.sigma``); 0: none.
+        device: where the model runs.
+        progress: show a progress bar.
+        desc: its label.
+    """
+    model.eval().to(device)
+    sigma = model.protocol.sigma if sigma is None else sigma
+    scores, maps, labels, masks, has_mask, paths = [], [], [], [], [], []
+    for item, pred in _predict_batches(model, dataset, batch_size, device, progress, desc):
+        m = smooth_maps(pred.anomaly_maps.float().cpu().numpy(), model.image_size, sigma)  # (B, S, S)
         scores.append(pred.image_scores.cpu().numpy())
         maps.append(m.astype(np.float32))
         labels.append(item["label"].numpy())
@@ -103,16 +133,17 @@ def predict_dataset(model: TPS, dataset: AnomalyDataset | list[dict[str, Any]], 
 def score_class(p: ClassPredictions, aupro_method: str = EvalConfig.aupro_method) -> dict[str, float]:
     """The four paper metrics of one class, in percent (NaN where undefined)."""
     keep = p.has_mask
+    pixel = metrics.pixel_metrics(p.masks[keep], p.maps[keep], aupro_method) if keep.any() else {}  # one pass
     row = {
         "image_auroc": metrics.image_auroc(p.labels, p.scores),
         "image_ap": metrics.image_ap(p.labels, p.scores),
-        "pixel_auroc": metrics.pixel_auroc(p.masks[keep], p.maps[keep]) if keep.any() else math.nan,
-        "pixel_aupro": metrics.aupro(p.masks[keep], p.maps[keep], method=aupro_method) if keep.any() else math.nan,
+        "pixel_auroc": pixel.get("pixel_auroc", math.nan),
+        "pixel_aupro": pixel.get("pixel_aupro", math.nan),
     }
     return {k: 100.0 * v for k, v in row.items()}
 
 
-def evaluate(model: TPS, meta: Meta | str | Path, split: str = "test", classes: list[str] | None = None,
+def evaluate(model: Detector, meta: Meta | str | Path, split: str = "test", classes: list[str] | None = None,
              dataset_name: str | None = None, batch_size: int = EvalConfig.batch_size, sigma: float | None = None,
              aupro_method: str = EvalConfig.aupro_method, device: str | torch.device = "cpu", progress: bool = True,
              on_class: Callable[[str, ClassPredictions], None] | None = None) -> pd.DataFrame:
@@ -139,7 +170,7 @@ def evaluate(model: TPS, meta: Meta | str | Path, split: str = "test", classes: 
     name = dataset_name or meta.root.name
     rows = []
     for cls in classes or meta.classes(split):
-        ds = AnomalyDataset(meta, model.backbone.image_size, split, [cls])
+        ds = AnomalyDataset(meta, model.image_size, split, [cls])
         p = predict_dataset(model, ds, batch_size, sigma, device, progress, desc=f"{name}/{cls}")
         rows.append({"dataset": name, "class": cls, "images": len(ds), "anomalous": int(p.labels.sum()),
                      **score_class(p, aupro_method)})
@@ -151,7 +182,7 @@ def evaluate(model: TPS, meta: Meta | str | Path, split: str = "test", classes: 
     return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
 
 
-def evaluate_with(model: TPS, meta: Meta | str | Path, cfg: EvalConfig, **kwargs: Any) -> pd.DataFrame:
+def evaluate_with(model: Detector, meta: Meta | str | Path, cfg: EvalConfig, **kwargs: Any) -> pd.DataFrame:
     """:func:`evaluate` with the settings of an :class:`EvalConfig`."""
     return evaluate(model, meta, batch_size=cfg.batch_size, sigma=cfg.sigma, aupro_method=cfg.aupro_method,
                     device=resolve_device(cfg.device), **kwargs)

@@ -74,7 +74,8 @@ class LossTerms:
     segmentation: torch.Tensor  # focal + Dice, summed over the layers (0 without any mask)
 
 
-def tps_loss(output: TPSOutput, masks: torch.Tensor, labels: torch.Tensor, has_mask: torch.Tensor) -> LossTerms:
+def tps_loss(output: TPSOutput, masks: torch.Tensor, labels: torch.Tensor, has_mask: torch.Tensor,
+             layer_weight: float = 1.0) -> LossTerms:
     """Paper Eq. 11 for one batch: image cross-entropy plus, per layer, focal and Dice losses.
 
     The patch logits of every layer are turned into probabilities and upsampled to the
@@ -86,6 +87,8 @@ def tps_loss(output: TPSOutput, masks: torch.Tensor, labels: torch.Tensor, has_m
         masks: (B, H, W) ground truth in {0, 1} (zeros where there is none).
         labels: (B,) 0 normal, 1 anomalous.
         has_mask: (B,) bool, whether ``masks`` holds the image's true mask.
+        layer_weight: weight of each layer's segmentation terms (1 for TPS; AnomalyCLIP's
+            published runs use 4 on one layer, the reference's ``lam``).
 
     Returns:
         The total and its two terms.
@@ -94,7 +97,7 @@ def tps_loss(output: TPSOutput, masks: torch.Tensor, labels: torch.Tensor, has_m
     keep = has_mask.bool()
     if keep.any():
         probs = [upsample_probs(p[keep], masks.shape[-1]) for p in output.patch_logits]  # (B', 2, H, W) each
-        l_seg = segmentation_loss(probs, masks[keep])
+        l_seg = layer_weight * segmentation_loss(probs, masks[keep])
     else:
         l_seg = masks.new_zeros(())
     return LossTerms(l_img + l_seg, l_img, l_seg)

@@ -24,7 +24,7 @@ Each behaviour is also a field of its own, so ablations can mix them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ from PIL import Image
 from torch import nn
 
 from tpslab.backbone import Backbone, ImageFeatures, build_backbone
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, scaled_sigma
 from tpslab.pathway import Pathway
 from tpslab.prompts import (
     FIXED_GLOBAL,
@@ -124,21 +125,6 @@ class TPSOutput:
     shunt_features: list[torch.Tensor] | None = None
 
 
-@dataclass
-class Prediction:
-    """What ``TPS.predict`` returns.
-
-    Attributes:
-        image_scores: (B,) probability of "anomalous", in [0, 1].
-        anomaly_maps: (B, H, W), unsmoothed, in [0, number of layers].
-        extras: with ``return_layers``, ``"layer_probs"``: per layer (B, 2, H, W).
-    """
-
-    image_scores: torch.Tensor
-    anomaly_maps: torch.Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
 def image_logits(embedding: torch.Tensor, global_text: torch.Tensor, temperature: float) -> torch.Tensor:
     """Paper Eq. 9 before the softmax: image embeddings against the global text features.
 
@@ -186,17 +172,24 @@ def anomaly_map(layer_probs: list[torch.Tensor]) -> torch.Tensor:
     return sum((p[:, 1] + 1 - p[:, 0]) / 2 for p in layer_probs)
 
 
-class TPS(nn.Module):
-    """Text Prompt Shunt on a frozen CLIP.
+SIGMA_AT_518 = 4.0  # the authors' test code smooths 518 px maps with a Gaussian of sigma 4
+
+
+class TPS(Detector):
+    """Text Prompt Shunt on a frozen CLIP (one of the methods of :mod:`tpslab.methods`).
 
     Args:
         config: the model's settings.
         backbone: a prebuilt backbone (else built from ``config``).
     """
 
+    method = "tps"
+    trains = True
+    layer_weight = 1.0  # weight of each layer's segmentation terms in the loss (Eq. 11: 1)
+
     def __init__(self, config: TPSConfig, backbone: Backbone | None = None):
         super().__init__()
-        self.config = config
+        self.config = self.settings = config
         torch.manual_seed(config.seed)
         self.backbone = backbone or build_backbone(config.backbone, config.pretrained, config.image_size,
                                                    config.layers, config.pos_resize, config.seed)
@@ -221,6 +214,26 @@ class TPS(nn.Module):
         self.text_projection = nn.Parameter(bb.clip.text_projection.detach().clone(),
                                             requires_grad=bool(config.train_text_projection))
         self.preprocess = make_preprocess(bb)
+
+    # -- the Detector surface ------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """Input size S of the (B, 3, S, S) images."""
+        return self.backbone.image_size
+
+    @property
+    def protocol(self) -> EvalProtocol:
+        """Sigma 4 at 518 px (scaled to the input size), as the authors' test code."""
+        return EvalProtocol(self.image_size, scaled_sigma(SIGMA_AT_518, self.image_size),
+                            "TPS authors' test code (sigma 4 at 518)")
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimiser group: the prompt learners, and the pathway side."""
+        prompts = [p for m in (self.global_prompts, self.shunt_prompts) for p in m.parameters() if p.requires_grad]
+        pathway = [p for p in self.pathways.parameters() if p.requires_grad]
+        if self.text_projection.requires_grad:  # the authors' pathway owns the text projection
+            pathway.append(self.text_projection)
+        return {"prompts": prompts, "pathway": pathway}
 
     # -- pieces --------------------------------------------------------------------
     def train(self, mode: bool = True) -> TPS:
@@ -296,8 +309,15 @@ class TPS(nn.Module):
         return self.forward_features(self.encode_images(images))
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, return_layers: bool = False) -> Prediction:
-        """Image scores and anomaly maps for preprocessed images (B, 3, S, S)."""
+    def predict(self, images: torch.Tensor, class_names: list[str] | None = None,
+                return_layers: bool = False) -> Prediction:
+        """Image scores in [0, 1] and unsmoothed anomaly maps (B, S, S) for preprocessed images (B, 3, S, S).
+
+        Args:
+            images: (B, 3, S, S), preprocessed with ``self.preprocess``.
+            class_names: ignored (TPS's prompts are object-agnostic).
+            return_layers: also return each layer's probabilities in ``extras["layer_probs"]``.
+        """
         was_training = self.training
         self.eval()
         try:

@@ -25,7 +25,7 @@ from tpslab.backbone import ImageFeatures
 from tpslab.checkpoint import CHECKPOINT, load_state, read_checkpoint, save_checkpoint
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.losses import tps_loss
-from tpslab.model import TPS
+from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_write_text, check_fields, resolve_device
 
 
@@ -53,15 +53,15 @@ class TrainConfig:
         return cls(**data)
 
 
-def make_optimizer(model: TPS, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam with two groups: prompt learners (lr_prompts) and pathway side (lr_pathway)."""
-    prompts = [p for m in (model.global_prompts, model.shunt_prompts) for p in m.parameters() if p.requires_grad]
-    pathway = [p for p in model.pathways.parameters() if p.requires_grad]
-    if model.text_projection.requires_grad:  # the authors' pathway owns the text projection
-        pathway.append(model.text_projection)
-    groups = [{"params": prompts, "lr": cfg.lr_prompts}]
-    if pathway:
-        groups.append({"params": pathway, "lr": cfg.lr_pathway})
+def make_optimizer(model: Detector, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with two groups: prompt learners (lr_prompts) and pathway side (lr_pathway, if any).
+
+    The groups come from the model's ``parameter_groups()`` (TPS, AnomalyCLIP).
+    """
+    params = model.parameter_groups()
+    groups = [{"params": params["prompts"], "lr": cfg.lr_prompts}]
+    if params["pathway"]:
+        groups.append({"params": params["pathway"], "lr": cfg.lr_pathway})
     return torch.optim.Adam(groups, betas=cfg.betas, foreach=True)
 
 
@@ -78,7 +78,7 @@ class Batch:
 class FeatureCache:
     """All frozen features, masks and labels of a data set, held in memory."""
 
-    def __init__(self, model: TPS, dataset: AnomalyDataset, batch_size: int, device: torch.device, progress: bool):
+    def __init__(self, model: Detector, dataset: AnomalyDataset, batch_size: int, device: torch.device, progress: bool):
         feats, masks, labels, has_mask = [], [], [], []
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
         for item in tqdm(loader, desc="caching CLIP features", disable=not progress, leave=False):
@@ -98,7 +98,7 @@ class FeatureCache:
                         self.labels[idx].to(device), self.has_mask[idx].to(device))
 
 
-def loader_batches(model: TPS, dataset: AnomalyDataset, order: np.ndarray, cfg: TrainConfig,
+def loader_batches(model: Detector, dataset: AnomalyDataset, order: np.ndarray, cfg: TrainConfig,
                    device: torch.device) -> Iterator[Batch]:
     """Batches read from disk in the given order (no caching)."""
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order.tolist(), num_workers=cfg.num_workers)
@@ -122,7 +122,7 @@ def _history_csv(history: list[dict[str, float]]) -> str:
 
 
 def train(
-    model: TPS,
+    model: Detector,
     dataset: AnomalyDataset,
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -133,7 +133,7 @@ def train(
     """Train ``model`` in place on ``dataset``; checkpoint after every epoch.
 
     Args:
-        model: a TPS model (its learnable parameters are trained; CLIP stays frozen).
+        model: a trainable detector, TPS or AnomalyCLIP (its learnable parameters are trained; CLIP stays frozen).
         dataset: the auxiliary data.
         cfg: the recipe.
         out_dir: where ``checkpoint.pt``, ``history.csv`` and ``train.log`` go.
@@ -154,7 +154,7 @@ def train(
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.is_file():
         ckpt = read_checkpoint(ckpt_path)
-        if ckpt["model_config"] != model.config.to_dict():
+        if ckpt.get("method", "tps") != model.method or ckpt["model_config"] != model.config.to_dict():
             raise TPSLabError(f"{ckpt_path}: made with other model settings; cannot resume (use another output folder)")
         def comparable(d: dict[str, Any]) -> dict[str, Any]:
             return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k != "epochs"}
@@ -179,7 +179,8 @@ def train(
         n_batches = (len(order) + cfg.batch_size - 1) // cfg.batch_size
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for batch in bar:
-            loss = tps_loss(model.forward_features(batch.feats), batch.masks, batch.labels, batch.has_mask)
+            loss = tps_loss(model.forward_features(batch.feats), batch.masks, batch.labels, batch.has_mask,
+                            layer_weight=model.layer_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()

@@ -80,7 +80,8 @@ class AnomalyDataset(Dataset):
         else:
             mask = torch.zeros(self.image_size, self.image_size)
         return {"image": image, "mask": mask, "has_mask": has_mask, "label": int(s["anomaly"]),
-                "cls_name": s["cls_name"], "img_path": s["img_path"], "index": index}
+                "cls_name": s["cls_name"], "specie_name": s.get("specie_name", ""), "img_path": s["img_path"],
+                "index": index}
 
 
 def pick_examples(labels: Sequence[int], classes: Sequence[str], n: int, n_anomalous: int | None = None) -> list[int]:

@@ -38,8 +38,8 @@ from torch import nn
 
 from tpslab import prompts as P
 from tpslab.backbone import Backbone, ImageFeatures, load_clip
-from tpslab.methods.base import Detector, EvalProtocol, scaled_sigma
-from tpslab.model import Prediction, TPSOutput, anomaly_map, make_preprocess, upsample_probs
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, scaled_sigma
+from tpslab.model import TPSOutput, anomaly_map, image_logits, make_preprocess, patch_logits, upsample_probs
 from tpslab.utils import TPSLabError, check_fields
 
 STATES = ("{}", "damaged {}")  # (normal, anomalous); "{}" is the object-agnostic noun
@@ -173,10 +173,8 @@ class AnomalyCLIP(Detector):
             TPSOutput: image_logits (B, 2) and one (B, L, 2) patch-logit tensor per used block.
         """
         t = self.config.temperature
-        text = F.normalize(self.text_features(), dim=-1)  # (2, D)
-        image_logits = F.normalize(feats.embedding, dim=-1) @ text.T / t  # (B, 2)
-        patch_logits = [F.normalize(z, dim=-1) @ text.T / t for z in feats.patches]  # (B, L, 2) each
-        return TPSOutput(image_logits, patch_logits)
+        text = self.text_features()  # (2, D)
+        return TPSOutput(image_logits(feats.embedding, text, t), [patch_logits(z, text, t) for z in feats.patches])
 
     def forward(self, images: torch.Tensor) -> TPSOutput:
         """Logits of preprocessed images (B, 3, S, S)."""

@@ -14,14 +14,31 @@ in their input size and in how their reference code evaluates them; they share t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from tpslab.model import Prediction
 from tpslab.utils import TPSLabError
+
+
+@dataclass
+class Prediction:
+    """What a detector's ``predict`` (or ``predict_set``) returns.
+
+    Attributes:
+        image_scores: (B,) image scores, higher = more anomalous. A probability of "anomalous"
+            in [0, 1] for every method but MuSc, whose scores (RsCIN-smoothed maxima of its maps)
+            only rank the images of a class.
+        anomaly_maps: (B, H, W) at the input size, unsmoothed (TPS: in [0, number of layers]).
+        extras: method-specific read-outs (TPS with ``return_layers``: ``"layer_probs"``, per
+            layer (B, 2, H, W); WinCLIP's window scores; MuSc's groups).
+    """
+
+    image_scores: torch.Tensor
+    anomaly_maps: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,7 +98,7 @@ class Detector(nn.Module):
                 methods that do not use it accept None.
 
         Returns:
-            A :class:`~tpslab.model.Prediction`: ``image_scores`` (B,), ``anomaly_maps`` (B, S, S).
+            A :class:`Prediction`: ``image_scores`` (B,), ``anomaly_maps`` (B, S, S).
         """
         raise NotImplementedError
 

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from tpslab.backbone import Backbone, load_clip
-from tpslab.methods.base import Detector, EvalProtocol, check_class_names, scaled_sigma
-from tpslab.model import Prediction, anomaly_map, make_preprocess, upsample_probs
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, check_class_names, scaled_sigma
+from tpslab.model import anomaly_map, make_preprocess, upsample_probs
 from tpslab.utils import check_fields
 
 TEMPLATES = ("a photo of a normal {}.", "a photo of an anomalous {}.")  # (normal, anomalous)

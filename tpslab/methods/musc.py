@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from tpslab.backbone import Backbone, build_backbone, default_layers
-from tpslab.methods.base import Detector, EvalProtocol
+from tpslab.methods.base import Detector, EvalProtocol, Prediction
 from tpslab.methods.musc_ops import (
     HALF_DTYPES,
     MSM_INTERVAL,
@@ -54,7 +53,7 @@ from tpslab.methods.musc_ops import (
     msm_ranks,
     rscin,
 )
-from tpslab.model import Prediction, make_preprocess
+from tpslab.model import make_preprocess
 from tpslab.utils import TPSLabError, check_fields
 
 log = logging.getLogger(__name__)
@@ -108,6 +107,7 @@ class Settings:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain (JSON-friendly) dict of the settings."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
@@ -177,34 +177,10 @@ def upsample_maps(patch_scores: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(patch_scores.view(n, 1, h, h), size=(size, size), mode="bilinear", align_corners=True)[:, 0]
 
 
-def reference_position_grid(visual: torch.nn.Module, image_size: int) -> None:
-    """Resize a ViT's position grid as MuSc's vendored open_clip does: bicubic, **no** antialias.
-
-    Reference: ``resize_pos_embed`` (models/backbone/open_clip/model.py:413-442) declares
-    ``antialias=True`` but never passes it to ``F.interpolate``. This is not open_clip 3's
-    resize (``pos_resize="open_clip"``, bicubic with antialias): PyTorch's antialiased bicubic
-    uses the cubic coefficient -0.5 instead of -0.75, so the two differ even when upsampling
-    (24x24 -> 37x37). The class token's position is kept.
-    """
-    pos = visual.positional_embedding.detach()  # (1 + g*g, W)
-    old, new = math.isqrt(pos.shape[0] - 1), image_size // visual.patch_size[0]
-    grid = pos[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)  # (1, W, g, g)
-    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)  # (1, W, g', g')
-    grid = grid.permute(0, 2, 3, 1).reshape(new * new, -1)  # (g'*g', W)
-    visual.positional_embedding = torch.nn.Parameter(torch.cat([pos[:1], grid]), requires_grad=False)
-    visual.image_size = (image_size, image_size)
-    visual.grid_size = (new, new)
-
-
 def musc_backbone(s: Settings) -> Backbone:
-    """The frozen CLIP of a MuSc run: loaded at its native size, then its position grid resized per ``pos_resize``."""
-    if s.pos_resize != "bicubic":
-        return build_backbone(s.backbone, s.pretrained, s.image_size, pos_resize=s.pos_resize, seed=s.seed,
-                              quick_gelu=s.quick_gelu)
-    backbone = build_backbone(s.backbone, s.pretrained, None, seed=s.seed, quick_gelu=s.quick_gelu)
-    if s.image_size and s.image_size != backbone.image_size:
-        reference_position_grid(backbone.clip.visual, s.image_size)
-    return backbone
+    """The frozen CLIP of a MuSc run (position grid resized per ``pos_resize``; ``"bicubic"`` = the reference)."""
+    return build_backbone(s.backbone, s.pretrained, s.image_size, pos_resize=s.pos_resize, seed=s.seed,
+                          quick_gelu=s.quick_gelu)
 
 
 class MuSc(Detector):
@@ -231,17 +207,21 @@ class MuSc(Detector):
 
     @property
     def image_size(self) -> int:
+        """Input size S of the (N, 3, S, S) images."""
         return self.backbone.image_size
 
     @property
     def protocol(self) -> EvalProtocol:
+        """Its own input size, no smoothing (the reference's)."""
         return EvalProtocol(self.image_size, 0.0, "MuSc musc.py:225-226 (own input size, no smoothing)")
 
     @property
     def device(self) -> torch.device:
+        """Where the backbone is."""
         return self.backbone.clip.visual.conv1.weight.device
 
     def predict(self, images: torch.Tensor, class_names: list[str] | None = None) -> Prediction:
+        """Not available: MuSc scores a whole class at once (:meth:`predict_set`)."""
         raise TPSLabError("MuSc is transductive: score a whole class at once with predict_set(images, class_name)")
 
     @torch.no_grad()
@@ -278,7 +258,7 @@ class MuSc(Detector):
         groups' maxima and embeddings before RsCIN, musc.py:139-248).
 
         Returns:
-            A :class:`~tpslab.model.Prediction` on the CPU: ``image_scores`` (N,) after RsCIN,
+            A :class:`~tpslab.methods.base.Prediction` on the CPU: ``image_scores`` (N,) after RsCIN,
             ``anomaly_maps`` (N, S, S) float32, and ``extras`` with ``groups`` (N,) the group of
             each image, ``group_size``, ``n_groups``, ``max_scores`` (N,) the maxima before
             RsCIN, ``k_list``, ``blocks`` and ``masks`` (the binarisation rule for evaluation).

@@ -1,4 +1,4 @@
-"""MuSc's three operations as plain functions on tensors: LNAMD, MSM and RsCIN (Li et al., ICLR 2024).
+r"""MuSc's three operations as plain functions on tensors: LNAMD, MSM and RsCIN (Li et al., ICLR 2024).
 
 Each function is the equation of the paper and the behaviour of the reference code
 (xrli-U/MuSc, ``models/modules/_LNAMD.py``, ``_MSM.py``, ``_RsCIN.py``, ``models/musc.py``),

@@ -2,7 +2,8 @@
 
 nbval does not compare images, so each figure has a numeric twin (``*_summary``).
 
-**WinCLIP** (:func:`plot_windows`). For one image it shows, left to right, each scale's window scores (one cell per window, at
+**WinCLIP** (:func:`plot_windows`). For one image it shows, left to right, each scale's window
+scores (one cell per window, at
 its top-left patch), the map they aggregate to (per patch, the harmonic mean of the windows
 covering it: :func:`tpslab.methods.winclip.harmonic_aggregation`), the image score as the
 coarsest "scale", and the zero-shot map ``3 / (1/M_2x2 + 1/M_3x3 + 1/s_image)``
@@ -27,9 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tpslab.data.dataset import to_rgb  # noqa: E402
+from tpslab.methods.base import Prediction  # noqa: E402
 from tpslab.methods.winclip import WinCLIP  # noqa: E402
-from tpslab.model import Prediction  # noqa: E402
-from tpslab.viz import to_rgb  # noqa: E402
 
 
 def explain_windows(detector: WinCLIP, image: torch.Tensor, class_name: str) -> Prediction:
@@ -74,7 +75,8 @@ def plot_windows(detector: WinCLIP, image: torch.Tensor, class_name: str,
     Returns:
         The figure: a column per scale (window scores above, drawn at the windows' centres;
         the scale's map below), a column for the whole image (the input above, its constant
-        score map below) and a column for the result (the zero-shot grid map above, the upsampled map over the image below).
+        score map below) and a column for the result (the zero-shot grid map above, the
+        upsampled map over the image below).
     """
     pred = prediction if prediction is not None else explain_windows(detector, image, class_name)
     parts, g = pred.extras, detector.backbone.grid_size

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from tpslab.backbone import Backbone, build_backbone
-from tpslab.methods.base import Detector, EvalProtocol, check_class_names
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, check_class_names
 from tpslab.methods.winclip_prompts import CLASS_WORDS, TEMPLATES, class_word, prompt_ensemble
-from tpslab.model import Prediction, make_preprocess
+from tpslab.model import make_preprocess
 from tpslab.utils import TPSLabError, check_fields
 
 REFERENCE_BACKBONE = "ViT-B-16-plus-240"  # anomalib torch_model.py:47
@@ -145,7 +145,7 @@ def harmonic_aggregation(window_scores: torch.Tensor, windows: torch.Tensor, gri
     n_win = windows.shape[0]
     cover = torch.zeros(n_win, grid * grid, dtype=torch.bool, device=windows.device)
     cover[torch.arange(n_win, device=windows.device)[:, None], windows] = True  # (n_win, L): window covers patch
-    inverse = torch.where(cover, 1 / window_scores[..., None], 0.0).sum(dim=1)  # (B, L): sum of 1/s over covering windows
+    inverse = torch.where(cover, 1 / window_scores[..., None], 0.0).sum(dim=1)  # (B, L): sum of 1/s, covering windows
     maps = cover.sum(dim=0) / inverse  # (B, L); 1/0 = inf -> 0, 0/0 = nan -> 0 below
     return maps.nan_to_num(nan=0.0, posinf=0.0).reshape(-1, grid, grid)  # (B, g, g)
 
