@@ -1,6 +1,7 @@
 """The command line: ``tpslab demo|train|evaluate|predict|prepare|reproduce`` (also ``python -m tpslab``).
 
-Conventions shared by every subcommand: ``--profile NAME`` and repeatable ``--set
+Conventions shared by every subcommand: ``--method NAME`` (tps, clip, winclip, anomalyclip,
+musc; see :mod:`tpslab.methods`) where a detector runs, ``--profile NAME`` and repeatable ``--set
 section.key=value`` where a profile applies (train, evaluate, demo), explicit flags for the
 common settings (their defaults are the dataclasses', shown by ``--help``), ``--device
 auto|cpu|cuda[:N]`` and a comma-separated ``--classes``. Precedence: dataclass default <
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tpslab.evaluate import AUPRO_METHODS, EvalConfig
-from tpslab.model import TPS, VARIANTS, TPSConfig
+from tpslab.methods import METHODS, TRAINED
+from tpslab.methods.base import Detector
+from tpslab.model import VARIANTS, TPSConfig
 from tpslab.train import TrainConfig
 from tpslab.utils import TPSLabError
 
@@ -74,20 +77,29 @@ def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], EvalConfig, str]:
-    """(model, train, evaluate settings, device) from profile < --set < flags."""
+    """(method, train, evaluate settings, device) from profile < --set < flags.
+
+    The method's settings are the profile's ``model`` section for TPS and its
+    ``methods.<name>`` section for a baseline; the model flags (--backbone, --pretrained,
+    --image-size, --seed) apply to any method, --variant to TPS only.
+    """
     from tpslab.profiles import load_profile
 
+    method = getattr(args, "method", "tps")
     if args.profile:
         prof = load_profile(args.profile, args.overrides)
         prof.apply_threads()
-        model, train_, ev, device = prof.model, prof.train, asdict(prof.evaluate), prof.device
+        model, train_, ev, device = prof.method_settings(method), prof.train, asdict(prof.evaluate), prof.device
     elif args.overrides:
         raise TPSLabError("--set changes a profile's settings: give --profile too")
     else:
         model, train_, ev, device = {}, {}, {}, "auto"
+    flags = _given(args, TPSConfig)
+    if method != "tps" and "variant" in flags:
+        raise TPSLabError(f"--variant is a TPS setting; {method} has none")
     device = args.device or device
     ev = EvalConfig.from_dict({**ev, **_given(args, EvalConfig), "device": device})
-    return {**model, **_given(args, TPSConfig)}, {**train_, **_given(args, TrainConfig)}, ev, device
+    return {**model, **flags}, {**train_, **_given(args, TrainConfig)}, ev, device
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -102,27 +114,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """``tpslab train``."""
     from tpslab.data.dataset import AnomalyDataset
+    from tpslab.methods import build_method
     from tpslab.train import train
 
     model_settings, train_settings, _, device = _settings(args)
-    model = TPS(TPSConfig.from_dict(model_settings))
+    model = build_method(args.method, **model_settings)
     cfg = TrainConfig.from_dict({**train_settings, "device": device})
-    dataset = AnomalyDataset(args.data, model.backbone.image_size, split=args.split, classes=args.classes)
+    dataset = AnomalyDataset(args.data, model.image_size, split=args.split, classes=args.classes)
     train(model, dataset, cfg, args.out, resume=args.resume, progress=not args.quiet)
     print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
     return 0
 
 
-def _load_model(args: argparse.Namespace, model_settings: dict[str, Any]) -> TPS:
-    from tpslab.authors import load_authors_checkpoint
-    from tpslab.checkpoint import load_checkpoint
+def _load_model(args: argparse.Namespace, model_settings: dict[str, Any]) -> Detector:
+    """The detector to run: a checkpoint's, the authors' released file in ours, or a training-free baseline."""
+    from tpslab.authors import load_anomalyclip_checkpoint, load_authors_checkpoint
+    from tpslab.checkpoint import load_checkpoint, read_checkpoint
+    from tpslab.methods import build_method
 
+    method = args.method
     if args.authors_checkpoint:
-        return load_authors_checkpoint(TPS(TPSConfig.from_dict(model_settings)), args.authors_checkpoint)
-    if not args.checkpoint:
-        raise TPSLabError("give --checkpoint (a tpslab checkpoint.pt) or --authors-checkpoint (their epoch_15.pth)")
-    overrides = {k: v for k, v in model_settings.items() if k in ("pretrained", "image_size") and v}
-    return load_checkpoint(args.checkpoint, **overrides)
+        loaders = {"tps": load_authors_checkpoint, "anomalyclip": load_anomalyclip_checkpoint}
+        if method not in loaders:
+            raise TPSLabError(f"--authors-checkpoint loads TPS's or AnomalyCLIP's released file, not {method}'s")
+        return loaders[method](build_method(method, **model_settings), args.authors_checkpoint)
+    if args.checkpoint:
+        saved = read_checkpoint(args.checkpoint).get("method", "tps")
+        if args.method_given and saved != method:
+            raise TPSLabError(f"{args.checkpoint} holds a {saved} model, not {method}: drop --method or change it")
+        overrides = {k: v for k, v in model_settings.items() if k in ("pretrained", "image_size") and v}
+        return load_checkpoint(args.checkpoint, **overrides)
+    if method in TRAINED:
+        raise TPSLabError(f"{method} is trained: give --checkpoint (a tpslab checkpoint.pt, from `tpslab train "
+                          f"--method {method}`) or --authors-checkpoint (the released epoch_15.pth)")
+    return build_method(method, **model_settings)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -146,7 +171,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tpslab.utils import resolve_device
 
     model = _load_model(args, _given(args, TPSConfig)).to(resolve_device(args.device))
-    predict_paths(model, args.inputs, args.out, sigma=args.sigma, progress=not args.quiet)
+    predict_paths(model, args.inputs, args.out, sigma=args.sigma, progress=not args.quiet, class_name=args.class_name)
     return 0
 
 
@@ -212,6 +237,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="data root holding meta.json (or the file)")
     p.add_argument("--out", required=True, help="output folder (checkpoint.pt, history.csv, train.log)")
+    _method_arg(p, TRAINED)
     _profile_args(p)
     _model_args(p)
     p.add_argument("--split", default="test", help="split to train on (TPS trains on the auxiliary set's test split)")
@@ -229,8 +255,13 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _method_arg(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
+    p.add_argument("--method", default=None, choices=choices, help="the detector (default: tps, or the checkpoint's)")
+
+
 def _model_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=None, help="a tpslab checkpoint.pt")
+    _method_arg(p, tuple(METHODS))
+    p.add_argument("--checkpoint", default=None, help="a tpslab checkpoint.pt (TPS or AnomalyCLIP)")
     p.add_argument("--authors-checkpoint", default=None, help="the authors' released .pth (with --backbone etc.)")
     _model_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -254,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p, default=None)
     p.set_defaults(func=cmd_demo)
 
-    p = command("train", "train TPS on a prepared data set (a meta.json)")
+    p = command("train", "train TPS (or AnomalyCLIP) on a prepared data set (a meta.json)")
     _train_parser(p)
     p.set_defaults(func=cmd_train)
 
@@ -265,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=classes_arg, default=None, help="comma-separated classes (default: all)")
     p.add_argument("--name", default=None, help="data set name in the table (default: the data folder's name)")
     _setting(p, "--batch-size", EvalConfig, "batch_size", "images per forward pass", type=int)
-    _setting(p, "--sigma", EvalConfig, "sigma", "map smoothing in px (None: 4 px at 518)", type=float)
+    _setting(p, "--sigma", EvalConfig, "sigma", "map smoothing in px (None: the method's reference protocol)",
+             type=float)
     _setting(p, "--aupro", EvalConfig, "aupro_method", "AUPRO thresholds", choices=AUPRO_METHODS)
     _device_arg(p, default=None)
     p.add_argument("--out", default=None, help="folder for the CSV and Markdown tables (default: none)")
@@ -275,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", "scores and anomaly-map overlays for images")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="folder for scores.csv and overlay PNGs")
-    p.add_argument("--sigma", type=float, default=None, help="smoothing in px (default: 4 px at 518, in proportion)")
+    p.add_argument("--sigma", type=float, default=None, help="smoothing in px (default: the method's reference "
+                   "protocol, e.g. 4 px at 518 for TPS)")
+    p.add_argument("--class-name", default="object", help="the object's name, for CLIP's and WinCLIP's prompts")
     _device_arg(p)
     _model_source_args(p)
     p.set_defaults(func=cmd_predict)
@@ -296,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "method"):
+        args.method_given, args.method = args.method is not None, args.method or "tps"
     try:
         return args.func(args)
     except TPSLabError as err:

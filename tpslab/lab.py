@@ -133,7 +133,7 @@ def train_run(lab: Lab, out_dir: Path, dataset: str, model_settings: dict | None
             print(f"reusing the finished run in {shown(folder)} (delete it to train again)")
             return load_checkpoint(folder / CHECKPOINT).to(lab.device), pd.read_csv(folder / "history.csv")
     model = TPS(cfg)
-    data = AnomalyDataset(lab.datasets()[dataset], model.backbone.image_size)
+    data = AnomalyDataset(lab.datasets()[dataset], model.image_size)
     data = per_class_subset(data, per_class) if per_class else data
     print(f"training on {dataset}: {len(data)} images, {tcfg.epochs} epochs, variant {cfg.variant}")
     history = train(model, data, tcfg, out_dir, progress=False)
@@ -168,7 +168,7 @@ def evaluate_with_cases(lab: Lab, model: TPS, dataset: str, n: int) -> tuple[pd.
     best_first = sorted(cand, key=lambda c: -c[0])
     for kind, ranked in (("good", best_first), ("bad", best_first[::-1])):
         picks = [ranked[i] for i in pick_examples([c[3] for c in ranked], [c[1] for c in ranked], n)]
-        items = [{**AnomalyDataset(meta, model.backbone.image_size, "test", [c])[i], "quality": q}
+        items = [{**AnomalyDataset(meta, model.image_size, "test", [c])[i], "quality": q}
                  for q, c, i, _ in picks]
         cases[kind] = Examples(items)
     return table, cases

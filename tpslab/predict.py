@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from tpslab.data.images import IMAGE_SUFFIXES, load_image
 from tpslab.evaluate import smooth_maps
-from tpslab.model import TPS
+from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
 from tpslab.viz import overlay
 
@@ -34,21 +34,32 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_paths(model: TPS, inputs: list[str | Path], out: str | Path, sigma: float | None = None,
-                  progress: bool = True) -> Path:
+def predict_paths(model: Detector, inputs: list[str | Path], out: str | Path, sigma: float | None = None,
+                  progress: bool = True, class_name: str = "object") -> Path:
     """Write ``out/scores.csv`` (path, image score, max of map) and ``out/<stem>_overlay.png``.
 
     The overlay shows the smoothed map over the image at the model's input size; all
     overlays share one colour scale so they can be compared.
+
+    Args:
+        model: any non-transductive method (MuSc needs a whole class: use ``tpslab evaluate``).
+        inputs: image files or folders.
+        out: the output folder.
+        sigma: smoothing in px; None: the method's reference protocol.
+        progress: show a progress bar.
+        class_name: the object's name, for the methods whose prompts name it (CLIP, WinCLIP).
     """
+    if model.transductive:
+        raise TPSLabError(f"{model.method} scores a whole class at once; use `tpslab evaluate` on a prepared data set")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = collect_images(inputs)
-    size = model.backbone.image_size
+    size = model.image_size
+    sigma = model.protocol.sigma if sigma is None else sigma
     rows, results = [], []
     for path in tqdm(paths, desc="predict", disable=not progress):
         img = load_image(path)
-        pred = model.predict(model.preprocess(img)[None])
+        pred = model.predict(model.preprocess(img)[None], [class_name])
         amap = pred.anomaly_maps[0].numpy()
         amap = smooth_maps(amap[None], size, sigma)[0]  # (S, S)
         rgb = np.asarray(img.resize((size, size), Image.BICUBIC))

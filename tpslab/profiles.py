@@ -7,7 +7,8 @@
 A profile names the model settings (:class:`tpslab.model.TPSConfig` fields), the training
 recipe (:class:`tpslab.train.TrainConfig` fields), the data (:class:`DataConfig`), the
 evaluation (:class:`tpslab.evaluate.EvalConfig`), and what the notebooks do
-(:class:`NotebookConfig`, :class:`AblationConfig`). Every section rejects unknown keys;
+(:class:`NotebookConfig`, :class:`AblationConfig`), and the baselines' settings (``methods:``, one entry per
+method of :mod:`tpslab.methods`, checked by its ``Settings``). Every section rejects unknown keys;
 ``overrides`` (``section.key=value``, as ``tpslab train --set`` takes them) change any value.
 """
 
@@ -105,6 +106,7 @@ class Profile:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     notebooks: NotebookConfig = field(default_factory=NotebookConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # baseline -> its settings (TPS: model)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     threads: int | None = None  # torch threads (None: torch's default)
 
@@ -112,6 +114,10 @@ class Profile:
     def model_config(self) -> TPSConfig:
         """The model section as a :class:`TPSConfig`."""
         return TPSConfig.from_dict(self.model)
+
+    def method_settings(self, method: str) -> dict[str, Any]:
+        """The settings a method runs with under this profile: ``model`` for TPS, ``methods.<name>`` otherwise."""
+        return dict(self.model) if method == "tps" else dict(self.methods.get(method) or {})
 
     @property
     def train_config(self) -> TrainConfig:
@@ -137,7 +143,20 @@ class Profile:
 
 
 SECTIONS = {"model": TPSConfig, "train": TrainConfig, "data": DataConfig, "evaluate": EvalConfig,
-            "notebooks": NotebookConfig, "ablation": AblationConfig}
+            "notebooks": NotebookConfig, "ablation": AblationConfig, "methods": dict}
+
+
+def check_methods(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A profile's ``methods:`` section (baseline name -> settings), each checked by its method's ``Settings``."""
+    from tpslab.methods import method_module
+
+    checked = {}
+    for name, settings in methods.items():
+        if name == "tps":
+            raise TPSLabError("methods.tps: TPS's settings are the profile's model section")
+        method_module(name).Settings.from_dict(dict(settings or {}))  # unknown method or setting -> TPSLabError
+        checked[name] = dict(settings or {})
+    return checked
 
 
 def available_profiles() -> list[str]:
@@ -150,6 +169,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
     >>> parse_override("train.epochs=3")
     ('train', 'epochs', 3)
+    >>> parse_override("methods.clip.image_size=224")  # a baseline's setting: methods.NAME.KEY
+    ('methods', 'clip.image_size', 224)
     """
     target, sep, value = text.partition("=")
     section, dot, key = target.strip().partition(".")
@@ -186,7 +207,14 @@ def load_profile(name_or_path: str | os.PathLike, overrides: list[str] | tuple[s
         raise TPSLabError(f"{path}: unknown section(s) {', '.join(unknown)}")
     sections = {k: dict(raw.get(k) or {}) for k in SECTIONS}
     for section, key, value in map(parse_override, overrides):
-        sections[section][key] = value
+        if section == "methods":
+            method, dot, field_ = key.partition(".")
+            if not dot:
+                raise TPSLabError(f"--set methods.{key}: expected methods.NAME.KEY=VALUE, e.g. methods.clip.seed=1")
+            sections["methods"].setdefault(method, {})
+            sections["methods"][method] = {**(sections["methods"][method] or {}), field_: value}
+        else:
+            sections[section][key] = value
     TPSConfig.from_dict(sections["model"])  # reject unknown or bad settings now, not at training time
     TrainConfig.from_dict(sections["train"])
     return Profile(name=raw["name"], description=raw.get("description", ""), model=sections["model"],
@@ -194,7 +222,8 @@ def load_profile(name_or_path: str | os.PathLike, overrides: list[str] | tuple[s
                    evaluate=EvalConfig.from_dict(sections["evaluate"]),
                    notebooks=NotebookConfig.from_dict(sections["notebooks"]),
                    ablation=AblationConfig.from_dict(sections["ablation"]),
-                   device=raw.get("device", "auto"), threads=raw.get("threads"))
+                   methods=check_methods(sections["methods"]), device=raw.get("device", "auto"),
+                   threads=raw.get("threads"))
 
 
 def data_root(override: str | os.PathLike | None = None) -> Path:

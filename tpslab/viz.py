@@ -126,10 +126,9 @@ def example_figure(model: TPS, examples: Examples, title: str, label: str | None
         notes: one more caption line per example (e.g. its localisation quality).
         device: where the model runs.
     """
-    from tpslab.evaluate import default_sigma, predict_dataset
+    from tpslab.evaluate import predict_dataset
 
-    size = model.backbone.image_size
-    p = predict_dataset(model, examples.items, len(examples.items), default_sigma(size), device, progress=False)
+    p = predict_dataset(model, examples.items, len(examples.items), None, device, progress=False)
     captions = [f"{c}\n{'anomalous' if y else 'normal'}, score {s:.2f}" + (f"\n{notes[j]}" if notes else "")
                 for j, (c, y, s) in enumerate(zip(examples.classes, p.labels, p.scores, strict=True))]
     return plot_examples(examples.rgb, list(p.maps), list(p.masks), captions, title, label)

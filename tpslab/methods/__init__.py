@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {  # name -> module
     "anomalyclip": "tpslab.methods.anomalyclip",
     "musc": "tpslab.methods.musc",
 }
+TRAINED = ("tps", "anomalyclip")  # the methods that learn from auxiliary data (their Detector.trains)
 
 
 def available_methods() -> list[str]:
