@@ -49,6 +49,7 @@ import pandas as pd
 import tpslab.lab
 from tpslab import viz
 from tpslab.checkpoint import read_checkpoint
+from tpslab.methods import TRAINED
 from tpslab.model import TPSConfig
 from tpslab.profiles import training_runs
 from tpslab.train import TrainConfig
@@ -106,16 +107,47 @@ for run, history in histories.items():
     lab.save_figure(viz.plot_history(history, lab.label), f"02_loss_{run}")
 
 # %% [markdown]
-# ## 4. The checkpoint
+# ## 4. AnomalyCLIP, trained the same way
 #
-# A checkpoint holds only what TPS learned (prompts, pathways, and its copy of CLIP's text
-# projection, which only the authors'-code variant trains), the model and training settings,
-# the optimiser state and the history: `tpslab.load_checkpoint(path)` rebuilds the model, and notebooks 03 and 05 read it.
+# AnomalyCLIP (Zhou et al., ICLR 2024) is TPS without shunt prompts and pathway, plus DPAM
+# (patch tokens from a V-V attention stream beside CLIP's own): one pair of learned sentences,
+# `X1..X12 object.` / `X1..X12 damaged object.`, scores both the image and every patch. It is
+# trained here by the *same* loop, losses and recipe as TPS, on the same auxiliary data
+# (`tpslab.methods.anomalyclip`; its only extra number is the loss weight 4 on its one layer,
+# what its published runs used), so notebook 03 can put the two side by side. Notebook 07
+# steps through what DPAM changes.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+trained_baselines = [m for m in lab.profile.methods if m in TRAINED]
+for method in trained_baselines:
+    for run, dataset in runs.items():
+        if not run.startswith("medical-"):
+            _, histories[f"{method}-{run}"] = tpslab.lab.train_run(
+                lab, lab.out / "train" / f"{method}-{run}", dataset, per_class=lab.profile.notebooks.train_per_class,
+                method=method)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for run in runs:
+baseline_runs = [run for run in histories if run not in runs]
+last = pd.DataFrame({run: histories[run].iloc[-1] for run in baseline_runs}, index=["epoch", "loss", "image_loss",
+                                                                                     "seg_loss"]).T
+print(last.round(3).astype({"epoch": int}).to_string() if baseline_runs else "no trained baseline in this profile")
+
+# %% [markdown]
+# ## 5. The checkpoint
+#
+# A checkpoint holds only what TPS learned (prompts, pathways, and its copy of CLIP's text
+# projection, which only the authors'-code variant trains), the model and training settings,
+# the optimiser state and the history: `tpslab.load_checkpoint(path)` rebuilds the model (in
+# eval mode), and notebooks 03 and 05 read it. An AnomalyCLIP checkpoint holds its prompt
+# learner, and says which method it is.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for run in [*runs, *baseline_runs]:
     ckpt = read_checkpoint(lab.checkpoint(run))
     groups = pd.Series({k: v.numel() for k, v in ckpt["state"].items()}).groupby(lambda k: k.split(".")[0]).sum()
-    print(f"{lab.checkpoint(run).relative_to(lab.out)}: epoch {ckpt['epoch']}, variant "
-          f"{ckpt['model_config']['variant']}; learned numbers per part: {groups.to_dict()}")
+    kind = f"variant {ckpt['model_config']['variant']}" if ckpt.get("method", "tps") == "tps" else ckpt["method"]
+    print(f"{lab.checkpoint(run).relative_to(lab.out)}: epoch {ckpt['epoch']}, {kind}; learned numbers per part: "
+          f"{groups.to_dict()}")

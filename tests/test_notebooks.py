@@ -22,14 +22,14 @@ from tpslab.utils import TPSLabError
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 EXPECTED = ["00_quickstart", "01_data_prep", "02_train", "03_evaluate", "04_ablations", "05_prompt_attention",
-            "06_paper_tables"]
+            "06_paper_tables", "07_baselines"]
 
 
 def _code(nb) -> list[str]:
     return [c.source.strip() for c in nb.cells if c.cell_type == "code"]
 
 
-def test_the_seven_notebooks_exist_in_both_forms():
+def test_the_numbered_notebooks_exist_in_both_forms():
     assert [p.stem for p in SOURCES] == EXPECTED
     for py in SOURCES:
         assert py.with_suffix(".ipynb").is_file(), f"{py.name}: no {py.with_suffix('.ipynb').name} (run `python -m tpslab.reproduce sync`)"

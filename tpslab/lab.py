@@ -8,6 +8,7 @@ lives in the module whose concern it is (``profiles``, ``evaluate``, ``explain``
 
     data.json                     01: meta.json of every data set, by name
     train/<run>/checkpoint.pt     02: trained models (run "main" = the profile's TPS)
+    train/anomalyclip-<run>/      02: AnomalyCLIP trained on the same data with the same recipe
     ablation/<row>/checkpoint.pt  04: the ablation models
     tables/NN_*.csv|md|tex        every table
     figures/NN_*.png|pdf          every figure
@@ -34,7 +35,8 @@ from tpslab.data.dataset import AnomalyDataset, Examples, load_examples, per_cla
 from tpslab.data.meta import class_counts as meta_counts
 from tpslab.data.meta import load_meta
 from tpslab.evaluate import ClassPredictions, evaluate_with, localisation_quality, to_markdown, write_table
-from tpslab.model import TPS, TPSConfig
+from tpslab.methods import TRAINED, build_method, method_module
+from tpslab.methods.base import Detector
 from tpslab.profiles import Profile, data_root, load_profile, locate_datasets, results_root
 from tpslab.train import TrainConfig, train
 from tpslab.utils import TPSLabError, atomic_write_json, project_path, resolve_device, seed_everything, shown
@@ -54,7 +56,8 @@ class Lab:
 
     def save_figure(self, fig: plt.Figure, name: str) -> None:
         """Show ``fig`` in the notebook, then save ``figures/<name>.png`` and ``.pdf``."""
-        fig.tight_layout()  # keeps a two-line title clear of the panels' titles
+        if fig.get_layout_engine() is None:  # figures that lay themselves out (constrained) are left alone
+            fig.tight_layout()  # keeps a two-line title clear of the panels' titles
         try:
             from IPython.display import display
             display(fig)
@@ -69,7 +72,7 @@ class Lab:
         write_table(table, self.out / "tables" / name, note, latex)
         print(f"saved tables/{name}.csv, .md" + (", .tex" if latex else ""))
 
-    def evaluate(self, model: TPS, dataset: str, **kwargs: Any) -> pd.DataFrame:
+    def evaluate(self, model: Detector, dataset: str, **kwargs: Any) -> pd.DataFrame:
         """``tpslab.evaluate.evaluate`` on a located data set, with the profile's settings."""
         cfg = replace(self.profile.evaluate, device=self.device)
         return evaluate_with(model, self.datasets()[dataset], cfg, dataset_name=dataset, progress=False, **kwargs)
@@ -77,6 +80,18 @@ class Lab:
     def checkpoint(self, run: str = "main") -> Path:
         """The checkpoint of a training run of notebook 02."""
         return self.out / "train" / run / CHECKPOINT
+
+    def method(self, name: str, run: str = "main") -> Detector:
+        """A method of the profile, ready to evaluate: trained ones from notebook 02's run ``<name>-<run>``.
+
+        TPS is run ``run`` itself; AnomalyCLIP is ``anomalyclip-<run>`` (same data and recipe);
+        the training-free baselines are built from the profile's ``methods`` section.
+        """
+        if name == "tps":
+            return load_checkpoint(self.checkpoint(run)).to(self.device)
+        if name in TRAINED:
+            return load_checkpoint(self.checkpoint(f"{name}-{run}")).to(self.device)
+        return build_method(name, **self.profile.method_settings(name)).to(self.device)
 
     def datasets(self) -> dict[str, Path]:
         """The data sets 01_data_prep located: name -> meta.json."""
@@ -121,21 +136,28 @@ def class_counts(metas: dict[str, Path]) -> pd.DataFrame:
 
 def train_run(lab: Lab, out_dir: Path, dataset: str, model_settings: dict | None = None,
               train_settings: dict | None = None, per_class: int | None = None,
-              reuse: list[Path] = ()) -> tuple[TPS, pd.DataFrame]:
-    """Train TPS (profile settings + overrides) on a data set; reuse a finished identical run if any."""
-    cfg = TPSConfig.from_dict({**lab.profile.model, **(model_settings or {})})
+              reuse: list[Path] = (), method: str = "tps") -> tuple[Detector, pd.DataFrame]:
+    """Train TPS or AnomalyCLIP (profile settings + overrides) on a data set; reuse a finished identical run if any.
+
+    The method's settings are the profile's (``model`` for TPS, ``methods.<name>`` otherwise),
+    the training recipe is the profile's ``train`` section for both: one loop, one recipe.
+    """
+    module = method_module(method)
+    cfg = module.Settings.from_dict({**lab.profile.method_settings(method), **(model_settings or {})})
     tcfg = TrainConfig.from_dict({**lab.profile.train, **(train_settings or {}), "device": lab.device})
     spec = json.loads(json.dumps({"model": cfg.to_dict(), "train": asdict(tcfg), "dataset": dataset,
-                                  "per_class": per_class, "tpslab": tpslab.__version__}))
+                                  "per_class": per_class, "tpslab": tpslab.__version__,
+                                  **({"method": method} if method != "tps" else {})}))
     for folder in [out_dir, *reuse]:
         run_file = folder / RUN_FILE
         if run_file.is_file() and json.loads(run_file.read_text()) == spec:
             print(f"reusing the finished run in {shown(folder)} (delete it to train again)")
             return load_checkpoint(folder / CHECKPOINT).to(lab.device), pd.read_csv(folder / "history.csv")
-    model = TPS(cfg)
+    model = module.build(cfg)
     data = AnomalyDataset(lab.datasets()[dataset], model.image_size)
     data = per_class_subset(data, per_class) if per_class else data
-    print(f"training on {dataset}: {len(data)} images, {tcfg.epochs} epochs, variant {cfg.variant}")
+    what = f"variant {cfg.variant}" if method == "tps" else method
+    print(f"training on {dataset}: {len(data)} images, {tcfg.epochs} epochs, {what}")
     history = train(model, data, tcfg, out_dir, progress=False)
     atomic_write_json(out_dir / RUN_FILE, spec)
     return model, pd.DataFrame(history)
@@ -146,7 +168,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def evaluate_with_cases(lab: Lab, model: TPS, dataset: str, n: int) -> tuple[pd.DataFrame, dict[str, Examples]]:
+def evaluate_with_cases(lab: Lab, model: Detector, dataset: str, n: int) -> tuple[pd.DataFrame, dict[str, Examples]]:
     """Per-class metrics (as :meth:`Lab.evaluate`) plus the best and the worst localised test images.
 
     Each image with a mask is ranked by :func:`tpslab.evaluate.localisation_quality`; the

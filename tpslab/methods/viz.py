@@ -86,7 +86,8 @@ def plot_windows(detector: WinCLIP, image: torch.Tensor, class_name: str,
     vmax = max(max(float(p[0].max()) for p in panels), score)
     kw = dict(cmap="viridis", vmin=vmin, vmax=vmax)
     scales = list(parts["window_scores"])
-    fig, axes = plt.subplots(2, len(scales) + 2, figsize=(3.3 * (len(scales) + 2), 6.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(scales) + 2, figsize=(3.3 * (len(scales) + 2), 7.0), squeeze=False,
+                             layout="constrained")  # room for the shared colour bar and two-line titles
     for col, k in enumerate(scales):
         n = g - k + 1  # windows per side (stride 1)
         windows = parts["window_scores"][k][0].reshape(n, n).cpu().numpy()  # (n, n), row-major by top-left patch
@@ -200,7 +201,8 @@ def plot_mutual_scores(image: torch.Tensor, distances: torch.Tensor, patch_score
     if mask.any():
         axes[0].contour(mask, levels=[0.5], colors="red", linewidths=1)
     axes[0].set_title("input (defect outlined in red)", fontsize=9)
-    im = axes[1].imshow(d[order].cpu().numpy(), aspect="auto", cmap="viridis")
+    im = axes[1].imshow(d[order].cpu().numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+    axes[1].grid(False)
     axes[1].set_xlabel("other image j of the class")
     axes[1].set_ylabel("patch, most anomalous first")
     axes[1].set_title("distance to image j's nearest patch", fontsize=9)

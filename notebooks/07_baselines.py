@@ -1,0 +1,172 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · The baselines, step by step: CLIP, WinCLIP, AnomalyCLIP, MuSc
+#
+# **What you will learn.** What each method the paper compares TPS with actually computes,
+# one image at a time: CLIP's two sentences, WinCLIP's window embeddings and their harmonic
+# mean, AnomalyCLIP's DPAM (V-V attention in place of CLIP's q-k attention for the patch
+# tokens) and MuSc's mutual scoring (each patch against the other test images of its class).
+# Each is in `tpslab.methods`, made precise from its reference code
+# (`shared/spec/baselines.md`); notebook 03 scores them all on the test data.
+#
+# **What random weights can and cannot show.** On `smoke` CLIP is a tiny model with *random*
+# weights. The figures show the mechanics (which sentences, which windows, which attention,
+# which distances) exactly as they run on real weights, but not what the methods achieve:
+# a random text encoder gives sentences no meaning, so CLIP's and WinCLIP's scores hover at
+# chance here, while MuSc, which uses no language, already separates defects. Run the
+# `course` or `paper` profile for the real behaviour. Nothing here is a paper number.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | course | paper, or the path of a profile YAML
+results_dir = None  # None: $TPSLAB_RESULTS or results/, then /<profile>
+data_dir = None  # None: $TPSLAB_DATA or data/
+examples_per_figure = 4  # images in CLIP's and AnomalyCLIP's example figures
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import torch.nn.functional as F
+
+import tpslab.lab
+from tpslab import viz
+from tpslab.data.dataset import AnomalyDataset, Examples, load_examples
+from tpslab.methods.anomalyclip import attention_weights
+from tpslab.methods.clip import sentences
+from tpslab.methods.musc_ops import lnamd, msm, nearest_distances
+from tpslab.methods.viz import (
+    attention_summary,
+    explain_windows,
+    plot_attention,
+    plot_mutual_scores,
+    plot_windows,
+    window_summary,
+)
+from tpslab.methods.winclip_prompts import prompt_ensemble
+from tpslab.profiles import evaluation_plan
+
+lab = tpslab.lab.setup(profile, results_dir, data_dir)
+dataset, run = evaluation_plan(lab.profile)[0]  # the first test set, with the run that did not see it
+meta = lab.datasets()[dataset]
+
+# %% [markdown]
+# ## 1. CLIP: two sentences, no training
+#
+# For a class `c`, CLIP embeds `a photo of a normal c.` and `a photo of an anomalous c.`;
+# an image's score is the softmax of its cosine similarities to the two, at temperature
+# 0.07 (`tpslab.methods.clip`). The map applies the same two sentences to every patch token
+# of the last block (after `ln_post` and `proj`). No reference code exists for this baseline;
+# the choices are recorded in the module's docstring. On real weights its pixel AUROC is
+# near or below chance (38.4 on MVTec AD in Table 2): CLIP's last-layer patch tokens are not
+# aligned with the text, which is what AnomalyCLIP and TPS set out to fix.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+clip = lab.method("clip", run)
+shown = load_examples(meta, clip.image_size, examples_per_figure)
+print(sentences(shown.classes[0]))
+pred = clip.predict(shown.images.to(lab.device), shown.classes)
+print("image scores:", [round(float(s), 3) for s in pred.image_scores])
+
+# %%
+lab.save_figure(viz.example_figure(clip, shown, "CLIP: two sentences per class", lab.label, device=lab.device),
+                "07_clip_examples")
+
+# %% [markdown]
+# ## 2. WinCLIP: a prompt ensemble and window embeddings
+#
+# WinCLIP averages the text embeddings of many sentences per state (7 normal and 4 anomalous
+# state words times 21 templates, anomalib's list; the paper's 22 are an option), then embeds
+# every 2x2 and 3x3 window of patches *as if it were a whole image*: the class token plus
+# the window's tokens go through the full transformer. Each patch's score at a scale is the
+# harmonic mean of the windows covering it, and the zero-shot map is the harmonic mean of the
+# 2x2 map, the 3x3 map and the image score (`tpslab.methods.winclip`, equal to anomalib's
+# `WinClipModel` on identical weights). The harmonic mean is pulled towards the *lowest*
+# score: a patch counts as anomalous only if every window and scale agrees.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+winclip = lab.method("winclip")
+one = load_examples(meta, winclip.image_size, 1, n_anomalous=1)
+normal, anomalous = prompt_ensemble(one.classes[0], winclip.settings.templates)
+print(f"{len(normal)} normal and {len(anomalous)} anomalous sentences, e.g. {normal[1]!r} / {anomalous[0]!r}")
+parts = explain_windows(winclip, one.images[0].to(lab.device), one.classes[0])
+print(window_summary(parts))
+
+# %%
+lab.save_figure(plot_windows(winclip, one.images[0].to(lab.device), one.classes[0], parts, lab.label),
+                "07_winclip_windows")
+
+# %% [markdown]
+# ## 3. AnomalyCLIP: DPAM's V-V attention
+#
+# In CLIP's last blocks a patch token attends mostly to a few "sink" tokens far away, so it
+# describes the whole image rather than its own place. DPAM (diagonally prominent attention
+# map) runs a second stream beside CLIP's from block 6 of 24 on, in which each block's
+# attention is `softmax(v v^T)` instead of `softmax(q k^T)`: a token's value is most similar
+# to itself and to tokens like it, so the attention map is diagonal-heavy and patch tokens
+# stay local (`tpslab.backbone.Backbone.encode_image_vv`). The figure compares, in the last
+# block, where one defect patch attends under each. Below it, the maps of the AnomalyCLIP
+# trained in notebook 02.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+anomalyclip = lab.method("anomalyclip", run)
+block = anomalyclip.backbone.num_blocks
+one = load_examples(meta, anomalyclip.image_size, 1, n_anomalous=1)
+grid = anomalyclip.backbone.grid_size
+patch = int(F.adaptive_avg_pool2d(one.items[0]["mask"][None], grid).flatten().argmax())  # the most defective patch
+att = attention_weights(anomalyclip.backbone, one.images.to(lab.device), block)
+print(f"block {block}, patch {patch}:", attention_summary(att, patch))
+
+# %%
+lab.save_figure(plot_attention(one.images[0], att, patch, block, anomalyclip.backbone.mean_std, lab.label),
+                "07_anomalyclip_attention")
+shown = load_examples(meta, anomalyclip.image_size, examples_per_figure)
+lab.save_figure(viz.example_figure(anomalyclip, shown, "AnomalyCLIP (trained in 02)", lab.label, device=lab.device),
+                "07_anomalyclip_examples")
+
+# %% [markdown]
+# ## 4. MuSc: every patch against the other images of its class
+#
+# MuSc uses no text and no training. It takes the raw patch tokens of four blocks, averages
+# each over its r x r neighbourhood (LNAMD, r = 1, 3, 5), and for every patch finds the
+# nearest patch in *each other* test image of the class; the patch's score is the mean of the
+# smallest 30 % of those distances (MSM). A normal patch has close matches in most other
+# images; a defect patch has none. Image scores are the maps' maxima, smoothed over
+# similar images (RsCIN). Below: one anomalous image, one block, r = 1, against the other
+# images of its class (`tpslab.methods.musc_ops`, equal to MuSc's reference modules).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+musc = lab.method("musc")
+cls = load_examples(meta, musc.image_size, 1, n_anomalous=1).classes[0]
+ds = AnomalyDataset(meta, musc.image_size, "test", [cls])
+members = Examples([ds[i] for i in range(len(ds))])
+query = members.labels.index(1)  # the first anomalous image of the class
+_, tokens = musc.features(members.images)
+features = lnamd(tokens[-1].double(), 1)  # last block, r = 1
+distances = nearest_distances(features, [query])[0]  # (L, N)
+scores = msm(features, query=[query])[0]  # (L,)
+inside = F.adaptive_avg_pool2d(members.items[query]["mask"][None], musc.backbone.grid_size).flatten() > 0.5
+print(f"class {cls}: {len(members.items)} images; mean mutual score of the image's defect patches "
+      f"{float(scores[inside].mean()):.3f}, of its other patches {float(scores[~inside].mean()):.3f}")
+
+# %%
+lab.save_figure(plot_mutual_scores(members.images[query], distances, scores, members.masks[query],
+                                   musc.backbone.mean_std, lab.label), "07_musc_mutual_scores")
+
+# %% [markdown]
+# **What to take away.** CLIP and WinCLIP rely entirely on what CLIP's text and image
+# embeddings share, so they need real weights and gain nothing from data; AnomalyCLIP and TPS
+# learn prompts on auxiliary data (TPS adds shunt prompts and a pathway per layer, AnomalyCLIP
+# changes the attention instead); MuSc needs neither text nor training but needs the other
+# test images of a class, and fails where they are not mostly normal and alike (the paper's
+# medical sets). Notebook 03 puts all five on the same test data.
