@@ -327,8 +327,8 @@ class Backbone(nn.Module):
         Args:
             embeddings: (N, T, W) word embeddings (learnable context already in place).
             tokens: (N, T) the token ids, used only to find the end-of-text position.
-            deep_prompts: ``deep_prompts[k]`` of shape (n, W) replaces positions ``1..n``
-                at the input of text layer ``k + 2`` (1-based; layer 1 sees ``embeddings``).
+            deep_prompts: ``deep_prompts[k]`` of shape (n, W), or (N, n, W) per sentence, replaces
+                positions ``1..n`` at the input of text layer ``k + 2`` (1-based; layer 1 sees ``embeddings``).
             projection: the (W, D) text projection; default CLIP's own.
 
         Returns:
@@ -347,9 +347,10 @@ class Backbone(nn.Module):
         batch_first = getattr(clip.transformer, "batch_first", True)
         for k, block in enumerate(clip.transformer.resblocks):
             if 1 <= k <= len(deep_prompts):
-                prompt = deep_prompts[k - 1]  # (n, W)
-                n = prompt.shape[0]
-                x = torch.cat([x[:, :1], prompt.unsqueeze(0).expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+                prompt = deep_prompts[k - 1]  # (n, W) or (N, n, W)
+                prompt = prompt if prompt.ndim == 3 else prompt.unsqueeze(0).expand(x.shape[0], -1, -1)
+                n = prompt.shape[1]
+                x = torch.cat([x[:, :1], prompt, x[:, 1 + n:]], dim=1)
             x = block(x if batch_first else x.transpose(0, 1), attn_mask=attn_mask)
             x = x if batch_first else x.transpose(0, 1)
         x = clip.ln_final(x)  # (N, T, W)

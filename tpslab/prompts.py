@@ -104,9 +104,16 @@ class PromptLearner(nn.Module):
         return torch.cat([x[:, :1], self.ctx, x[:, 1 + self.n_ctx:]], dim=1)
 
     def deep_prompts(self) -> list[torch.Tensor]:
-        """The deep prompt vectors of every layer (through fp16 first, in the authors' code)."""
+        """The deep prompt vectors of every layer: (n, W) each, or (S, n, W) when cast through fp16.
+
+        The authors' code (TPS and AnomalyCLIP alike) expands the shared vectors over the S
+        sentences *then* casts each copy to fp16; casting once before the expand gives the same
+        forward values but rounds the summed gradient instead of each sentence's, so the copies
+        are made here first, as theirs are.
+        """
         if self.fp16_deep_prompts:
-            return [p.half().float() for p in self.deep]
+            s = self.tokens.shape[0]
+            return [p.unsqueeze(0).expand(s, -1, -1).half().float() for p in self.deep]  # (S, n, W)
         return list(self.deep)
 
     def forward(self, backbone: Backbone, projection: torch.Tensor | None = None) -> torch.Tensor:
