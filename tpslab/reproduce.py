@@ -43,8 +43,22 @@ def notebook_sources(only: list[str] | None = None) -> list[Path]:
 
 
 def missing_weights(profile: Profile) -> str | None:
-    """Why the profile's CLIP weights cannot be loaded here, or None. Looks at local files only."""
-    name, pretrained = profile.model_config.backbone, profile.model_config.pretrained
+    """Why the CLIP weights of the profile's methods (TPS and the baselines) cannot be loaded here, or None.
+
+    Looks at local files only.
+    """
+    from tpslab.methods import method_module
+
+    wanted = {(profile.model_config.backbone, profile.model_config.pretrained)}
+    for method, settings in profile.methods.items():
+        s = method_module(method).Settings.from_dict(settings)
+        wanted.add((s.backbone, s.pretrained))
+    problems = [p for p in (_missing_weights(n, w) for n, w in sorted(wanted, key=str)) if p]
+    return " | ".join(problems) or None
+
+
+def _missing_weights(name: str, pretrained: str | None) -> str | None:
+    """Why one backbone's weights cannot be loaded here, or None."""
     if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
         path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
         return None if path.exists() else f"CLIP weights {path} not found"
