@@ -24,7 +24,7 @@ Each behaviour is also a field of its own, so ablations can mix them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,14 +47,16 @@ from tpslab.prompts import (
     fixed_sentences,
     learned_sentences,
 )
-from tpslab.utils import TPSLabError, check_fields
+from tpslab.utils import SettingsDict, TPSLabError
 
 VARIANTS = ("paper", "authors-code")
 
 
 @dataclass
-class TPSConfig:
+class TPSConfig(SettingsDict):
     """Everything that defines a TPS model (saved in every checkpoint)."""
+
+    SECTION = "model"
 
     backbone: str = "tpslab-tiny"  # open_clip architecture, or "local-dir:PATH"
     pretrained: str | None = None  # None (seeded random), "openai", or a checkpoint file
@@ -90,18 +92,6 @@ class TPSConfig:
             raise TPSLabError(f"prompts must be 'learned' or 'fixed', got {self.prompts!r}")
         if self.layers is not None:
             self.layers = tuple(int(b) for b in self.layers)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TPSConfig:
-        """Build from a dict (a checkpoint's or a profile's), rejecting unknown keys."""
-        check_fields(cls, data, "model")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as plain JSON-able values (what a checkpoint stores)."""
-        d = asdict(self)
-        d["layers"] = list(d["layers"]) if d["layers"] else None
-        return d
 
 
 @dataclass
@@ -185,7 +175,7 @@ class TPS(Detector):
 
     method = "tps"
     trains = True
-    layer_weight = 1.0  # weight of each layer's segmentation terms in the loss (Eq. 11: 1)
+    layer_weight = 1.0  # weight of each layer's segmentation terms in the loss (tps_loss; TPS: 1)
 
     def __init__(self, config: TPSConfig, backbone: Backbone | None = None):
         super().__init__()
@@ -217,11 +207,6 @@ class TPS(Detector):
 
     # -- the Detector surface ------------------------------------------------------
     @property
-    def image_size(self) -> int:
-        """Input size S of the (B, 3, S, S) images."""
-        return self.backbone.image_size
-
-    @property
     def protocol(self) -> EvalProtocol:
         """Sigma 4 at 518 px (scaled to the input size), as the authors' test code."""
         return EvalProtocol(self.image_size, scaled_sigma(SIGMA_AT_518, self.image_size),
@@ -236,16 +221,6 @@ class TPS(Detector):
         return {"prompts": prompts, "pathway": pathway}
 
     # -- pieces --------------------------------------------------------------------
-    def train(self, mode: bool = True) -> TPS:
-        """Set training mode for the learnable parts; CLIP always stays in eval mode."""
-        super().train(mode)
-        self.backbone.train(False)
-        return self
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The learned parameters only (prompts, pathways, text projection); CLIP stays out."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
-
     def encode_images(self, images: torch.Tensor) -> ImageFeatures:
         """Frozen CLIP features of preprocessed images (cacheable across epochs)."""
         return self.backbone.encode_image(images, self.config.image_embedding)

@@ -8,9 +8,9 @@ import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -107,3 +107,22 @@ def check_fields(cls: type, data: dict[str, Any], what: str) -> None:
     unknown = sorted(set(data) - {f.name for f in fields(cls)})
     if unknown:
         raise TPSLabError(f"unknown {what} setting(s): {', '.join(unknown)}")
+
+
+class SettingsDict:
+    """Mixin for a settings dataclass: ``from_dict`` rejecting unknown keys, ``to_dict`` with plain values.
+
+    The subclass names its ``SECTION`` (used in error messages: "unknown clip setting(s): ...").
+    """
+
+    SECTION: ClassVar[str] = "settings"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build from a dict (a profile's, a checkpoint's, ``--set`` pairs), rejecting unknown keys."""
+        check_fields(cls, data, cls.SECTION)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-able values (tuples as lists): what checkpoints and results store."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

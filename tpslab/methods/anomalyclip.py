@@ -9,7 +9,8 @@ AnomalyCLIP is TPS without shunt prompts and pathway, plus DPAM; it shares TPS's
 * **DPAM**: patch tokens of the V-V attention stream that runs beside CLIP from block 6 on
   (:meth:`tpslab.backbone.Backbone.encode_image_vv`); the image embedding is the final class
   token @ proj *without* ln_post, as the reference computes it;
-* **scores** as TPS's Eq. 9-10 with the same learned features for image and patches::
+* **scores** as TPS's image and patch scores (:mod:`tpslab.model` ``image_logits``, ``patch_logits``),
+  with the same learned features for image and patches::
 
       C = softmax([<v, t^n>, <v, t^a>] / 0.07),   S_i = softmax([<z_p, t^n>, <z_p, t^a>] / 0.07)
 
@@ -29,8 +30,7 @@ model; with ``layer_weight=1``) is what the paper's text describes and was **nev
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ from tpslab import prompts as P
 from tpslab.backbone import Backbone, ImageFeatures, load_clip
 from tpslab.methods.base import Detector, EvalProtocol, Prediction, scaled_sigma
 from tpslab.model import TPSOutput, anomaly_map, image_logits, make_preprocess, patch_logits, upsample_probs
-from tpslab.utils import TPSLabError, check_fields
+from tpslab.utils import SettingsDict, TPSLabError
 
 STATES = ("{}", "damaged {}")  # (normal, anomalous); "{}" is the object-agnostic noun
 NOUN = "object"
@@ -48,8 +48,10 @@ SIGMA_AT_518 = 4.0  # AnomalyCLIP test.py: gaussian_filter(sigma=4) on 518 px ma
 
 
 @dataclass
-class AnomalyCLIPConfig:
+class AnomalyCLIPConfig(SettingsDict):
     """Everything that defines an AnomalyCLIP model (saved in every checkpoint)."""
+
+    SECTION = "anomalyclip"
 
     backbone: str = "ViT-L-14-336"  # open_clip architecture, or "local-dir:PATH"
     pretrained: str | None = "openai"  # None (seeded random), a tag, or a checkpoint file
@@ -74,18 +76,6 @@ class AnomalyCLIPConfig:
             self.layers = tuple(int(b) for b in self.layers)
         if self.image_embedding not in ("authors", "open_clip"):
             raise TPSLabError(f"image_embedding must be 'authors' or 'open_clip', got {self.image_embedding!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AnomalyCLIPConfig:
-        """Build from a dict (a checkpoint's, a profile's, ``--set`` pairs), rejecting unknown keys."""
-        check_fields(cls, data, "anomalyclip")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain (JSON-friendly) dict of the settings."""
-        d = asdict(self)
-        d["layers"] = list(d["layers"]) if d["layers"] else None
-        return d
 
 
 Settings = AnomalyCLIPConfig  # the registry's name for a method's settings
@@ -123,11 +113,6 @@ class AnomalyCLIP(Detector):
 
     # -- the Detector surface ------------------------------------------------------
     @property
-    def image_size(self) -> int:
-        """Input size S of the (B, 3, S, S) images."""
-        return self.backbone.image_size
-
-    @property
     def protocol(self) -> EvalProtocol:
         """Sigma 4 at 518 px (scaled), as the reference's test.py."""
         return EvalProtocol(self.image_size, scaled_sigma(self.config.sigma, self.image_size),
@@ -137,16 +122,6 @@ class AnomalyCLIP(Detector):
     def layer_weight(self) -> float:
         """Weight of each layer's segmentation terms in the loss (lambda; the reference's ``lam``)."""
         return self.config.layer_weight
-
-    def train(self, mode: bool = True) -> AnomalyCLIP:
-        """Train mode for the prompts; CLIP stays in eval mode."""
-        super().train(mode)
-        self.backbone.train(False)
-        return self
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The learned parameters only (the prompt learner); CLIP stays out."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by optimiser group: all prompts (the reference's single Adam group)."""
@@ -167,7 +142,7 @@ class AnomalyCLIP(Detector):
         return self.prompts(self.backbone)
 
     def forward_features(self, feats: ImageFeatures) -> TPSOutput:
-        """Logits from (cached) image features, before the softmax, as TPS's Eq. 9-10.
+        """Logits from (cached) image features, before the softmax, with TPS's image and patch scores.
 
         Returns:
             TPSOutput: image_logits (B, 2) and one (B, L, 2) patch-logit tensor per used block.

@@ -78,11 +78,22 @@ class Detector(nn.Module):
     transductive: ClassVar[bool] = False  # scores a whole class at once (predict_set)
 
     settings: Any
+    backbone: nn.Module  # the frozen CLIP (:class:`tpslab.backbone.Backbone`)
 
     @property
     def image_size(self) -> int:
         """Input size S of the (B, 3, S, S) images that :meth:`predict` takes."""
-        raise NotImplementedError
+        return self.backbone.image_size
+
+    def train(self, mode: bool = True) -> Detector:
+        """Set training mode for the learnable parts; CLIP always stays in eval mode."""
+        super().train(mode)
+        self.backbone.train(False)
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned parameters only (what a checkpoint stores); CLIP stays out."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
     @property
     def protocol(self) -> EvalProtocol:

@@ -25,8 +25,7 @@ cosine gap); with sigma 4 it does, slightly.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from tpslab.backbone import Backbone, load_clip
 from tpslab.methods.base import Detector, EvalProtocol, Prediction, check_class_names, scaled_sigma
 from tpslab.model import anomaly_map, make_preprocess, upsample_probs
-from tpslab.utils import check_fields
+from tpslab.utils import SettingsDict
 
 TEMPLATES = ("a photo of a normal {}.", "a photo of an anomalous {}.")  # (normal, anomalous)
 SIGMA_AT_518 = 4.0  # AnomalyCLIP test.py: gaussian_filter(sigma=4) on 518 px maps
@@ -59,8 +58,10 @@ def sentences(class_name: str) -> list[str]:
 
 
 @dataclass
-class Settings:
+class Settings(SettingsDict):
     """Everything that defines the CLIP baseline (saved with its results)."""
+
+    SECTION = "clip"
 
     backbone: str = "ViT-L-14-336"  # open_clip architecture, or "local-dir:PATH"
     pretrained: str | None = "openai"  # None (seeded random), a tag, or a checkpoint file
@@ -70,16 +71,6 @@ class Settings:
     temperature: float = 0.07  # softmax temperature of the scores
     sigma: float = SIGMA_AT_518  # reference smoothing sigma at 518 px, scaled to image_size
     seed: int = 0  # seeds random CLIP weights
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Settings:
-        """Build from a dict (a profile's, ``--set`` pairs), rejecting unknown keys."""
-        check_fields(cls, data, "clip")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the settings."""
-        return asdict(self)
 
 
 class CLIPDetector(Detector):
@@ -105,11 +96,6 @@ class CLIPDetector(Detector):
         self.backbone = backbone
         self.preprocess = make_preprocess(backbone)
         self._text: dict[str, torch.Tensor] = {}  # class name -> (2, D) normalised text features
-
-    @property
-    def image_size(self) -> int:
-        """Input size S of the (B, 3, S, S) images."""
-        return self.backbone.image_size
 
     @property
     def protocol(self) -> EvalProtocol:

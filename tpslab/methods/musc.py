@@ -35,8 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +53,7 @@ from tpslab.methods.musc_ops import (
     rscin,
 )
 from tpslab.model import make_preprocess
-from tpslab.utils import TPSLabError, check_fields
+from tpslab.utils import SettingsDict, TPSLabError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +62,10 @@ POS_RESIZE = ("bicubic", "open_clip", "bilinear")
 
 
 @dataclass
-class Settings:
+class Settings(SettingsDict):
     """Everything that defines a MuSc run (decision 8.4: defaults = the reference at 518 px)."""
+
+    SECTION = "musc"
 
     backbone: str = "ViT-L-14-336"  # open_clip architecture (any ViT; "tpslab-tiny" for smoke tests)
     pretrained: str | None = "openai"  # weights tag or file; None = seeded random
@@ -99,16 +100,6 @@ class Settings:
             raise TPSLabError(f"r_list must hold odd positive degrees, got {self.r_list}")
         if len(self.interval) != 2:
             raise TPSLabError(f"interval must be (low, high), got {self.interval}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Settings:
-        """Build from a dict (a profile's, or keyword settings), rejecting unknown keys."""
-        check_fields(cls, data, "musc")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain (JSON-friendly) dict of the settings."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def reference_k_list(dataset: str) -> tuple[int, ...]:
@@ -204,11 +195,6 @@ class MuSc(Detector):
             raise TPSLabError(f"blocks {self.blocks} out of range for {self.backbone.name} "
                               f"({self.backbone.num_blocks} blocks)")
         self.preprocess = make_preprocess(self.backbone)
-
-    @property
-    def image_size(self) -> int:
-        """Input size S of the (N, 3, S, S) images."""
-        return self.backbone.image_size
 
     @property
     def protocol(self) -> EvalProtocol:

@@ -25,8 +25,8 @@ Spec: ``shared/spec/baselines.md`` section 2 and decision 8.2. No official code 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,15 +35,17 @@ from tpslab.backbone import Backbone, build_backbone
 from tpslab.methods.base import Detector, EvalProtocol, Prediction, check_class_names
 from tpslab.methods.winclip_prompts import CLASS_WORDS, TEMPLATES, class_word, prompt_ensemble
 from tpslab.model import make_preprocess
-from tpslab.utils import TPSLabError, check_fields
+from tpslab.utils import SettingsDict, TPSLabError
 
 REFERENCE_BACKBONE = "ViT-B-16-plus-240"  # anomalib torch_model.py:47
 REFERENCE_PRETRAINED = "laion400m_e31"  # anomalib torch_model.py:48; zqhang :180 hard-codes it too
 
 
 @dataclass
-class Settings:
+class Settings(SettingsDict):
     """WinCLIP's settings; the defaults are the reference's (anomalib ``torch_model.py:47-49, 97``)."""
+
+    SECTION = "winclip"
 
     backbone: str = REFERENCE_BACKBONE  # open_clip architecture, or a test one such as "tpslab-tiny"
     pretrained: str | None = "auto"  # "auto": laion400m_e31 for ViT-B-16-plus-240, random weights otherwise
@@ -66,18 +68,6 @@ class Settings:
             raise TPSLabError(f"winclip class_word must be one of {', '.join(CLASS_WORDS)}, got {self.class_word!r}")
         if not self.scales or min(self.scales) < 1:
             raise TPSLabError(f"winclip scales must be window sizes >= 1 patch, got {self.scales}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Settings:
-        """Build from a dict (a profile's, a result's), rejecting unknown keys."""
-        check_fields(cls, data, "winclip")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-literal dict (scales as a list), as saved beside results."""
-        d = asdict(self)
-        d["scales"] = list(d["scales"])
-        return d
 
 
 # -- the equations -----------------------------------------------------------------
@@ -183,11 +173,6 @@ class WinCLIP(Detector):
             self.register_buffer(f"windows_{k}", window_masks(g, k), persistent=False)
         self.register_buffer("whole_image", torch.arange(g * g)[None], persistent=False)  # (1, L)
         self._text: dict[str, torch.Tensor] = {}  # class word -> (2, D), computed once
-
-    @property
-    def image_size(self) -> int:
-        """Input size S (240 for the reference backbone)."""
-        return self.backbone.image_size
 
     @property
     def protocol(self) -> EvalProtocol:
