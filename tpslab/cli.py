@@ -112,7 +112,7 @@ def _not_zero_shot(args: argparse.Namespace) -> str | None:
 
     if not args.checkpoint:
         return None
-    trained_on = read_checkpoint(args.checkpoint).get("data") or {}
+    trained_on = read_checkpoint(args.checkpoint, hint=AUTHORS_FILE).get("data") or {}
     if not trained_on.get("root"):
         return None
     meta = load_meta(args.data, check_files=False)

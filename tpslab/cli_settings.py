@@ -109,11 +109,31 @@ def resume_settings(args: argparse.Namespace, ckpt: dict[str, Any], where: str |
     if epochs < saved_train["epochs"]:
         problems.append(f"{_named(TrainConfig, 'epochs', epochs, tflags)} differs from the checkpoint's "
                         f"{saved_train['epochs']} (a resumed run can only be extended)")
+    problems += _data_differences(args, ckpt.get("data"))
     if problems:
         raise TPSLabError(f"cannot resume {where}: {'; '.join(problems)} (drop them, or train into another --out)")
     saved_train.update({k: v for k, v in twanted.items() if k in NO_EFFECT}, epochs=epochs)
     saved_train.pop("device", None)
     return dict(saved_model), saved_train
+
+
+def _data_differences(args: argparse.Namespace, saved: dict[str, Any] | None) -> list[str]:
+    """How the data of a resumed run differs from the data its checkpoint was trained on (none if not recorded)."""
+    from tpslab.data.meta import load_meta
+
+    if not saved:
+        return []
+    meta = load_meta(args.data, check_files=False)
+    problems = []
+    if Path(saved["root"]).resolve() != meta.root.resolve():
+        problems.append(f"data {meta.root} differs from the checkpoint's {saved['root']}")
+    if saved.get("split") and args.split != saved["split"]:
+        problems.append(f"--split {args.split} differs from the checkpoint's {saved['split']}")
+    elif args.split in meta.splits:
+        classes = sorted(args.classes or meta.classes(args.split))
+        if classes != saved.get("classes", classes):
+            problems.append(f"--classes {','.join(classes)} differs from the checkpoint's {','.join(saved['classes'])}")
+    return problems
 
 
 def checkpoint_conflicts(args: argparse.Namespace, ckpt: dict[str, Any], where: str) -> None:

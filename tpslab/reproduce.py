@@ -119,10 +119,12 @@ def missing_inputs(sources: list[Path], out_dir: Path) -> str | None:
     """What the chosen notebooks read that neither exists nor is written by an earlier one of them, or None."""
     chosen = {p.stem[:2] for p in sources}
     for source in sources:
-        for rel, writer in NEEDS.get(source.stem[:2], []):
-            if writer not in chosen and not (out_dir / rel).exists():
-                return (f"notebook {source.stem} needs {shown(out_dir / rel)}: run {writer} first "
-                        f"(or reproduce without --only)")
+        missing = [(rel, writer) for rel, writer in NEEDS.get(source.stem[:2], [])
+                   if writer not in chosen and not (out_dir / rel).exists()]
+        if missing:
+            files = ", ".join(shown(out_dir / rel) for rel, _ in missing)
+            writers = " and ".join(dict.fromkeys(writer for _, writer in missing))
+            return f"notebook {source.stem} needs {files}: run {writers} first (or reproduce without --only)"
     return None
 
 
