@@ -51,45 +51,51 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="change one profile setting, e.g. train.epochs=3 (repeatable; default: none)")
 
 
-def _setting(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help_: str, **kw: Any) -> None:
+def _setting(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help_: str, profile: bool = True,
+             **kw: Any) -> None:
     """A flag for dataclass field ``name``: None unless given, so a profile's value is kept."""
     default = getattr(cls, name)
     if "action" not in kw and "choices" not in kw:
         kw["metavar"] = flag.lstrip("-").upper().replace("-", "_")
     FLAGS[f"{cls.__name__}.{name}"] = flag
-    p.add_argument(flag, dest=f"{cls.__name__}.{name}", default=None, help=f"{help_} (default: {default}, or "
-                   "the profile's)", **kw)
+    where = ", or the profile's" if profile else ""
+    p.add_argument(flag, dest=f"{cls.__name__}.{name}", default=None, help=f"{help_} (default: {default}{where})",
+                   **kw)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    _setting(p, "--backbone", TPSConfig, "backbone", "open_clip architecture or local-dir:PATH")
-    _setting(p, "--pretrained", TPSConfig, "pretrained", "'openai', a checkpoint file; none: random weights")
-    _setting(p, "--image-size", TPSConfig, "image_size", "input size (518 in the paper)", type=int)
-    _setting(p, "--variant", TPSConfig, "variant", "what to build", choices=VARIANTS)
-    _setting(p, "--seed", TPSConfig, "seed", "model seed: the random CLIP weights and the initial learnable "
-             "parameters (--train-seed shuffles the data)", type=int)
+def _model_args(p: argparse.ArgumentParser, profile: bool = True, training: bool = False) -> None:
+    _setting(p, "--backbone", TPSConfig, "backbone", "open_clip architecture or local-dir:PATH", profile)
+    _setting(p, "--pretrained", TPSConfig, "pretrained", "'openai', a checkpoint file; none: random weights", profile)
+    _setting(p, "--image-size", TPSConfig, "image_size", "input size (518 in the paper)", profile, type=int)
+    _setting(p, "--variant", TPSConfig, "variant", "what to build", profile, choices=VARIANTS)
+    shuffling = " (--train-seed shuffles the data)" if training else ""
+    _setting(p, "--seed", TPSConfig, "seed", f"model seed: the random CLIP weights and the initial learnable "
+             f"parameters{shuffling}", profile, type=int)
 
 
 def _method_arg(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
-    p.add_argument("--method", default=None, choices=choices, help="the detector (default: tps, or the checkpoint's)")
+    note = "; musc scores whole classes, so only `evaluate` runs it" if "musc" in choices else ""
+    p.add_argument("--method", default=None, choices=choices, help=f"the detector{note} (default: tps, or the "
+                   "checkpoint's)")
 
 
-def _model_source_args(p: argparse.ArgumentParser) -> None:
+def _model_source_args(p: argparse.ArgumentParser, profile: bool = True) -> None:
     _method_arg(p, tuple(METHODS))
     p.add_argument("--checkpoint", default=None, help="a tpslab checkpoint.pt (TPS or AnomalyCLIP); it fixes the "
                    "model settings, so --backbone, --variant and --seed must agree with it (default: none)")
     p.add_argument("--authors-checkpoint", default=None, help="the authors' released .pth (with --backbone etc.) "
                    "(default: none)")
-    _model_args(p)
+    _model_args(p, profile)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="data root holding meta.json (or the file)")
-    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, history.csv, train.log) (required)")
+    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, history.csv, train.log) "
+                   "(required; default: none)")
     _method_arg(p, TRAINED)
     _profile_args(p)
-    _model_args(p)
+    _model_args(p, training=True)
     p.add_argument("--split", default="test", help="split to train on (TPS trains on the auxiliary set's test split)")
     p.add_argument("--classes", type=classes_arg, default=None, help="comma-separated classes to train on "
                    "(default: all)")
@@ -180,14 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", "scores, anomaly maps and overlays for images (files, folders or a prepared data set)")
     p.add_argument("inputs", nargs="+", help="image files, folders (mask folders such as ground_truth/ are skipped) "
                    "or a data set's meta.json (its --split images)")
-    p.add_argument("--out", required=True, help="folder for scores.csv, overlays/ and maps.npz (required)")
+    p.add_argument("--out", required=True, help="folder for scores.csv, the overlay PNGs and maps.npz "
+                   "(required; default: none)")
     p.add_argument("--split", default="test", help="the split taken from a meta.json input")
     p.add_argument("--sigma", type=float, default=None, help="smoothing in px (default: the method's reference "
                    "protocol, e.g. 4 px at 518 for TPS)")
     p.add_argument("--class-name", default="object", help="the object's name, for CLIP's and WinCLIP's prompts")
     p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size, help="images per forward pass")
     _device_arg(p)
-    _model_source_args(p)
+    _model_source_args(p, profile=False)
 
     p = command("prepare", "write meta.json for a data set as distributed (or any folder)")
     add_prepare_arguments(p)

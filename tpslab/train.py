@@ -116,12 +116,17 @@ def train(
         dataset: the auxiliary data.
         cfg: the recipe.
         out_dir: where ``checkpoint.pt``, ``history.csv`` and ``train.log`` go.
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists (same settings).
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (same settings; only those of
+            ``RESUMABLE`` may differ: more epochs extend the run). ``tpslab train --resume`` takes
+            the settings from the checkpoint (:func:`tpslab.cli_settings.resume_settings`).
         progress: show progress bars.
         log: where one-line messages go.
 
     Returns:
         The per-epoch history: epoch, loss, image_loss, seg_loss, seconds.
+
+    Raises:
+        TPSLabError: an empty data set (before anything is written), or a checkpoint made with other settings.
     """
     if len(dataset) == 0:
         raise TPSLabError("no images to train on (an empty split or class list)")
