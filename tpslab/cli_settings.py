@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from tpslab.cli_args import FLAGS
+from tpslab.configs import NO_EFFECT_ON_RESULTS as NO_EFFECT
 from tpslab.configs import EvalConfig, TPSConfig, TrainConfig
 from tpslab.utils import TPSLabError
 
-NO_EFFECT = ("device", "num_workers", "cache_features")  # training settings that do not change the result
 FIXED_BY_CHECKPOINT = ("backbone", "variant", "seed")  # model flags a checkpoint fixes (image size, weights may move)
 
 

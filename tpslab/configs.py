@@ -70,6 +70,9 @@ class TPSConfig:
         return d
 
 
+NO_EFFECT_ON_RESULTS = ("device", "num_workers", "cache_features")  # TrainConfig fields a resumed run may change
+
+
 @dataclass
 class TrainConfig:
     """The training recipe (defaults: the paper's, from the spec)."""

@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 
 from tpslab.backbone import ImageFeatures
 from tpslab.checkpoint import CHECKPOINT, data_record, load_state, read_checkpoint, save_checkpoint
-from tpslab.configs import TrainConfig  # noqa: F401 - re-exported: tpslab.train.TrainConfig
+from tpslab.configs import NO_EFFECT_ON_RESULTS, TrainConfig
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.losses import tps_loss
 from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_write_text, resolve_device
 
-RESUMABLE = ("epochs", "device", "num_workers", "cache_features")  # may differ when resuming: same result
+RESUMABLE = ("epochs", *NO_EFFECT_ON_RESULTS)  # may differ when resuming (more epochs extend the run)
 
 
 def make_optimizer(model: Detector, cfg: TrainConfig) -> torch.optim.Adam:
