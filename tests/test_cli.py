@@ -49,8 +49,7 @@ def test_predict_writes_scores_and_overlays(tmp_path, checkpoint, tiny_data):
     assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p"), "--quiet"]) == 0
     scores = (tmp_path / "p" / "scores.csv").read_text().splitlines()
     n_images = len([p for p in folder.rglob("*.png") if "ground_truth" not in p.parts])
-    n_masks = len(list((folder / "ground_truth").rglob("*.png")))
-    assert len(scores) == 1 + n_images + n_masks  # a folder is scanned recursively, masks included
+    assert len(scores) == 1 + n_images  # a folder is scanned recursively, mask folders skipped (issue 8, item 14)
     assert len(list((tmp_path / "p").glob("*_overlay.png"))) == len(scores) - 1
 
 

@@ -3,14 +3,40 @@
 >>> import tpslab
 >>> model = tpslab.build_model(backbone="tpslab-tiny", variant="paper", seed=0)  # doctest: +SKIP
 >>> out = model.predict(images)  # doctest: +SKIP
+
+One's own trained model comes back from its checkpoint, in eval mode:
+
+>>> model = tpslab.load_checkpoint("results/my_run/checkpoint.pt")  # doctest: +SKIP
+
+The names below are imported on first use (PEP 562), so ``import tpslab.cli`` and
+``tpslab --help`` do not load torch.
 """
 
-from tpslab.authors import load_authors_checkpoint
-from tpslab.checkpoint import load_checkpoint
-from tpslab.model import TPS, Prediction, TPSConfig, build_model
-from tpslab.train import TrainConfig, train
-from tpslab.utils import TPSLabError
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+_EXPORTS = {  # name -> the module that defines it
+    "TPS": "tpslab.model", "Prediction": "tpslab.model", "TPSConfig": "tpslab.configs",
+    "build_model": "tpslab.model", "TrainConfig": "tpslab.configs", "train": "tpslab.train",
+    "TPSLabError": "tpslab.utils", "load_checkpoint": "tpslab.checkpoint",
+    "load_authors_checkpoint": "tpslab.authors",
+}
 __all__ = ["TPS", "TPSConfig", "Prediction", "TrainConfig", "TPSLabError", "build_model", "load_checkpoint",
            "load_authors_checkpoint", "train"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name from its module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tpslab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, exports included."""
+    return sorted(set(globals()) | set(__all__))

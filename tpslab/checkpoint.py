@@ -11,6 +11,8 @@ is a dict::
     state           the learned parameters only (prompts, pathways, text projection)
     optimizer       the optimiser state (to resume)
     history         per-epoch losses
+    data            what it was trained on: {"root", "split", "classes"} (absent in older files), so that
+                    ``tpslab evaluate`` can tell when a model is evaluated on its own training data
 
 Every file is read with ``weights_only=True`` (:func:`torch_load`), also the authors'
 (:mod:`tpslab.authors`), so a checkpoint cannot run code.
@@ -47,9 +49,20 @@ def torch_load(path: str | os.PathLike) -> Any:
                           f"{err.__class__.__name__})") from err
 
 
+def data_record(dataset: Any) -> dict[str, Any] | None:
+    """``{"root", "split", "classes"}`` of an :class:`~tpslab.data.dataset.AnomalyDataset` (or a Subset of one)."""
+    base = getattr(dataset, "dataset", dataset)  # a torch Subset keeps its data set here
+    meta = getattr(base, "meta", None)
+    if meta is None:
+        return None
+    return {"root": str(meta.root), "split": getattr(base, "split", None),
+            "classes": sorted({s["cls_name"] for s in base.samples})}
+
+
 def save_checkpoint(path: str | os.PathLike, model: Detector, train_config: dict[str, Any] | None, epoch: int,
-                    optimizer: torch.optim.Optimizer | None, history: list[dict[str, float]]) -> None:
-    """Atomically write a tpslab checkpoint (learned parameters + settings + progress)."""
+                    optimizer: torch.optim.Optimizer | None, history: list[dict[str, float]],
+                    data: dict[str, Any] | None = None) -> None:
+    """Atomically write a tpslab checkpoint (learned parameters + settings + progress + training data)."""
     atomic_torch_save({
         "format": CHECKPOINT_FORMAT,
         "method": model.method,
@@ -59,16 +72,27 @@ def save_checkpoint(path: str | os.PathLike, model: Detector, train_config: dict
         "state": model.trainable_state_dict(),
         "optimizer": optimizer.state_dict() if optimizer else None,
         "history": history,
+        "data": data,
     }, path)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a tpslab checkpoint file as a dict, refusing anything else with a clear reason."""
+def is_tpslab_checkpoint(obj: Any) -> bool:
+    """Whether a loaded file is a tpslab checkpoint (rather than, say, the authors' released file)."""
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def read_checkpoint(path: str | os.PathLike,
+                    hint: str = " (the authors' released file? use load_authors_checkpoint)") -> dict[str, Any]:
+    """Load a tpslab checkpoint file as a dict, refusing anything else with a clear reason.
+
+    Args:
+        path: the file.
+        hint: added to the error when the file is the authors' released checkpoint (the CLI names its flag).
+    """
     ckpt = torch_load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        theirs = isinstance(ckpt, dict) and "former" in ckpt
-        hint = " (the authors' released file? use load_authors_checkpoint)" if theirs else ""
-        raise TPSLabError(f"{path}: not a tpslab checkpoint{hint}")
+    if not is_tpslab_checkpoint(ckpt):
+        theirs = isinstance(ckpt, dict) and "prompt_learner" in ckpt
+        raise TPSLabError(f"{path}: not a tpslab checkpoint{hint if theirs else ''}")
     return ckpt
 
 

@@ -5,101 +5,34 @@ musc; see :mod:`tpslab.methods`) where a detector runs, ``--profile NAME`` and r
 section.key=value`` where a profile applies (train, evaluate, demo), explicit flags for the
 common settings (their defaults are the dataclasses', shown by ``--help``), ``--device
 auto|cpu|cuda[:N]`` and a comma-separated ``--classes``. Precedence: dataclass default <
-profile < ``--set`` < explicit flag.
+profile < ``--set`` < explicit flag; a resumed run and a given checkpoint fix the settings
+they were made with (:mod:`tpslab.cli_settings`).
 
-Errors caused by input (a bad file, a missing data set, an interrupted run) are printed
-as one line, without a traceback, and the exit status is 2 (130 when interrupted).
+Errors caused by input (a bad file, a missing data set, an interrupted run, a flag that
+contradicts a checkpoint) are printed as one line, without a traceback, before anything is
+written, and the exit status is 2 (130 when interrupted). The parser (:mod:`tpslab.cli_args`)
+imports no torch, so ``--help`` answers at once; each command imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tpslab.evaluate import AUPRO_METHODS, EvalConfig
-from tpslab.methods import METHODS, TRAINED
-from tpslab.methods.base import Detector
-from tpslab.model import VARIANTS, TPSConfig
-from tpslab.train import TrainConfig
-from tpslab.utils import TPSLabError
+from tpslab.cli_args import PREPARE_OPTIONS, add_prepare_arguments, build_parser, classes_arg  # noqa: F401
+from tpslab.cli_settings import checkpoint_conflicts, given, resume_settings, settings, split_samples
+from tpslab.configs import TPSConfig, TrainConfig
+from tpslab.methods import TRAINED
+from tpslab.utils import TPSLabError, check_device_name
 
+if TYPE_CHECKING:
+    from tpslab.methods.base import Detector
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every flag's default; flags whose help already says it are left as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.help and "default:" in action.help:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def classes_arg(text: str) -> list[str]:
-    """The one ``--classes`` convention: ``"a,b"`` -> ``["a", "b"]``."""
-    return [c.strip() for c in text.split(",") if c.strip()]
-
-
-def _device_arg(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
-    where = "the profile's device, else auto" if default is None else default
-    p.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N (default: {where})")
-
-
-def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default=None, help="take the settings of this profile (smoke, course, paper or a "
-                   "YAML file) (default: none, the dataclasses' defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change one profile setting, e.g. train.epochs=3 (repeatable; default: none)")
-
-
-def _setting(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help_: str, **kw: Any) -> None:
-    """A flag for dataclass field ``name``: None unless given, so a profile's value is kept."""
-    default = getattr(cls, name)
-    if "action" not in kw and "choices" not in kw:
-        kw["metavar"] = flag.lstrip("-").upper().replace("-", "_")
-    p.add_argument(flag, dest=f"{cls.__name__}.{name}", default=None, help=f"{help_} (default: {default}, or "
-                   "the profile's)", **kw)
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    _setting(p, "--backbone", TPSConfig, "backbone", "open_clip architecture or local-dir:PATH")
-    _setting(p, "--pretrained", TPSConfig, "pretrained", "'openai', a checkpoint file; none: random weights")
-    _setting(p, "--image-size", TPSConfig, "image_size", "input size (518 in the paper)", type=int)
-    _setting(p, "--variant", TPSConfig, "variant", "what to build", choices=VARIANTS)
-    _setting(p, "--seed", TPSConfig, "seed", "seed of random weights and learnable parameters", type=int)
-
-
-def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The explicit flags of dataclass ``cls`` that were given."""
-    prefix = f"{cls.__name__}."
-    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
-
-
-def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], EvalConfig, str]:
-    """(method, train, evaluate settings, device) from profile < --set < flags.
-
-    The method's settings are the profile's ``model`` section for TPS and its
-    ``methods.<name>`` section for a baseline; the model flags (--backbone, --pretrained,
-    --image-size, --seed) apply to any method, --variant to TPS only.
-    """
-    from tpslab.profiles import load_profile
-
-    method = getattr(args, "method", "tps")
-    if args.profile:
-        prof = load_profile(args.profile, args.overrides)
-        prof.apply_threads()
-        model, train_, ev, device = prof.method_settings(method), prof.train, asdict(prof.evaluate), prof.device
-    elif args.overrides:
-        raise TPSLabError("--set changes a profile's settings: give --profile too")
-    else:
-        model, train_, ev, device = {}, {}, {}, "auto"
-    flags = _given(args, TPSConfig)
-    if method != "tps" and "variant" in flags:
-        raise TPSLabError(f"--variant is a TPS setting; {method} has none")
-    device = args.device or device
-    ev = EvalConfig.from_dict({**ev, **_given(args, EvalConfig), "device": device})
-    return {**model, **flags}, {**train_, **_given(args, TrainConfig)}, ev, device
+TPSLAB_FILE = " (it is a tpslab checkpoint: give it to --checkpoint)"
+AUTHORS_FILE = " (it is the authors' released file: give it to --authors-checkpoint)"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -112,24 +45,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``tpslab train``."""
+    """``tpslab train``: refuses to replace a checkpoint unless --force; --resume takes the checkpoint's settings."""
+    from tpslab.checkpoint import CHECKPOINT, read_checkpoint
+    from tpslab.utils import resolve_device
+
+    ckpt_path = Path(args.out) / CHECKPOINT
+    saved = None
+    if ckpt_path.is_file() and args.resume:
+        saved = read_checkpoint(ckpt_path)
+        if args.method_given and saved.get("method", "tps") != args.method:
+            raise TPSLabError(f"cannot resume {ckpt_path}: --method {args.method} differs from the checkpoint's "
+                              f"{saved.get('method', 'tps')}")
+        args.method = saved.get("method", "tps")
+    elif ckpt_path.is_file() and not args.force:
+        raise TPSLabError(f"{ckpt_path} already holds a trained model: add --resume to continue it, --force to "
+                          "replace it, or choose another --out")
+    model_settings, train_settings, _, device = settings(args)
+    if saved is not None:
+        model_settings, train_settings = resume_settings(args, saved, ckpt_path)
+    cfg = TrainConfig.from_dict({**train_settings, "device": device})
+    resolve_device(device)
+    split_samples(args.data, args.split, args.classes)
     from tpslab.data.dataset import AnomalyDataset
     from tpslab.methods import build_method
     from tpslab.train import train
 
-    model_settings, train_settings, _, device = _settings(args)
     model = build_method(args.method, **model_settings)
-    cfg = TrainConfig.from_dict({**train_settings, "device": device})
     dataset = AnomalyDataset(args.data, model.image_size, split=args.split, classes=args.classes)
     train(model, dataset, cfg, args.out, resume=args.resume, progress=not args.quiet)
-    print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
+    print(f"checkpoint: {ckpt_path}")
     return 0
 
 
 def _load_model(args: argparse.Namespace, model_settings: dict[str, Any]) -> Detector:
     """The detector to run: a checkpoint's, the authors' released file in ours, or a training-free baseline."""
     from tpslab.authors import load_anomalyclip_checkpoint, load_authors_checkpoint
-    from tpslab.checkpoint import load_checkpoint, read_checkpoint
+    from tpslab.checkpoint import is_tpslab_checkpoint, load_checkpoint, read_checkpoint, torch_load
     from tpslab.methods import build_method
 
     method = args.method
@@ -137,11 +88,15 @@ def _load_model(args: argparse.Namespace, model_settings: dict[str, Any]) -> Det
         loaders = {"tps": load_authors_checkpoint, "anomalyclip": load_anomalyclip_checkpoint}
         if method not in loaders:
             raise TPSLabError(f"--authors-checkpoint loads TPS's or AnomalyCLIP's released file, not {method}'s")
+        if is_tpslab_checkpoint(torch_load(args.authors_checkpoint)):
+            raise TPSLabError(f"{args.authors_checkpoint}: not the authors' released file{TPSLAB_FILE}")
         return loaders[method](build_method(method, **model_settings), args.authors_checkpoint)
     if args.checkpoint:
-        saved = read_checkpoint(args.checkpoint).get("method", "tps")
+        ckpt = read_checkpoint(args.checkpoint, hint=AUTHORS_FILE)
+        saved = ckpt.get("method", "tps")
         if args.method_given and saved != method:
             raise TPSLabError(f"{args.checkpoint} holds a {saved} model, not {method}: drop --method or change it")
+        checkpoint_conflicts(args, ckpt, args.checkpoint)
         overrides = {k: v for k, v in model_settings.items() if k in ("pretrained", "image_size") and v}
         return load_checkpoint(args.checkpoint, **overrides)
     if method in TRAINED:
@@ -150,75 +105,82 @@ def _load_model(args: argparse.Namespace, model_settings: dict[str, Any]) -> Det
     return build_method(method, **model_settings)
 
 
+def _not_zero_shot(args: argparse.Namespace) -> str | None:
+    """A note when the checkpoint was trained on the data being evaluated (that is not zero-shot), else None."""
+    from tpslab.checkpoint import read_checkpoint
+    from tpslab.data.meta import load_meta
+
+    if not args.checkpoint:
+        return None
+    trained_on = read_checkpoint(args.checkpoint, hint=AUTHORS_FILE).get("data") or {}
+    if not trained_on.get("root"):
+        return None
+    meta = load_meta(args.data, check_files=False)
+    same = sorted(set(args.classes or meta.classes(args.split)) & set(trained_on.get("classes", [])))
+    if Path(trained_on["root"]).resolve() != meta.root.resolve() or not same:
+        return None
+    return (f"not zero-shot: {args.checkpoint} was trained on this data set ({meta.root}; classes "
+            f"{', '.join(same)})")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``tpslab evaluate``."""
     from tpslab.evaluate import evaluate_with, to_markdown, write_table
+    from tpslab.utils import resolve_device
 
-    model_settings, _, ev, _ = _settings(args)
+    model_settings, _, ev, _ = settings(args)
+    resolve_device(ev.device)
+    split_samples(args.data, args.split, args.classes)
+    note = _not_zero_shot(args)
+    if note:
+        print(f"tpslab: warning: {note}", file=sys.stderr)
     model = _load_model(args, model_settings)
     table = evaluate_with(model, args.data, ev, split=args.split, classes=args.classes, dataset_name=args.name,
                           progress=not args.quiet)
-    print(to_markdown(table))
+    print((f"{note}\n\n" if note else "") + to_markdown(table))
     if args.out:
-        paths = write_table(table, Path(args.out) / f"{table['dataset'].iloc[0]}_metrics")
+        paths = write_table(table, Path(args.out) / f"{table['dataset'].iloc[0]}_metrics", note=note)
         print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``tpslab predict``."""
-    from tpslab.predict import predict_paths
+    from tpslab.predict import collect_images, predict_paths
     from tpslab.utils import resolve_device
 
-    model = _load_model(args, _given(args, TPSConfig)).to(resolve_device(args.device))
-    predict_paths(model, args.inputs, args.out, sigma=args.sigma, progress=not args.quiet, class_name=args.class_name)
+    device = resolve_device(args.device)
+    if args.batch_size < 1:
+        raise TPSLabError(f"--batch-size {args.batch_size}: give 1 or more")
+    images = collect_images(args.inputs, split=args.split)
+    model = _load_model(args, given(args, TPSConfig)).to(device)
+    predict_paths(model, images, args.out, sigma=args.sigma, progress=not args.quiet, class_name=args.class_name,
+                  batch_size=args.batch_size, device=device)
     return 0
-
-
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``NAME ROOT`` and the options of ``tpslab prepare`` to ``parser``."""
-    from tpslab.data.layouts import DATASETS
-
-    parser.add_argument("name", metavar="NAME", help=f"data set: {', '.join(DATASETS)} (aliases such as mvtec_ad, "
-                        "sd-saliency-900 work too)")
-    parser.add_argument("root", metavar="ROOT", help="the data set's folder, as downloaded (see data/README.md)")
-    parser.add_argument("--allow-missing-masks", action="store_true",
-                        help="keep anomalous images without a mask (image metrics only) and skip stray masks")
-    parser.add_argument("--out", help="write meta.json (and derived files) here instead of ROOT (default: ROOT)")
-    parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="do not open every image and mask (faster; `tpslab` checks again on load) "
-                        "(default: every file is opened)")
-    parser.add_argument("--classes", type=classes_arg, help="comma-separated subset of classes (mvtec, visa, mpdd, "
-                        "btad) (default: all)")
-    parser.add_argument("--class-name", help="class name for single-class data sets and one-class folders "
-                        "(default: the data set's)")
-    parser.add_argument("--images", help="image folder, relative to ROOT (image+mask data sets) "
-                        "(default: the layout's)")
-    parser.add_argument("--masks", help="mask folder, relative to ROOT (image+mask data sets) (default: the layout's)")
-    parser.add_argument("--msd-per-volume", action="store_true", help="MSD: one class per CT volume (authors' code)")
-    parser.add_argument("--msd-all-slices", action="store_true",
-                        help="MSD: also keep tumour-free slices, as normal samples (authors' code)")
-    parser.add_argument("--msd-window", default=None,
-                        help="MSD: CT window LOW,HIGH in HU or 'minmax' per slice (authors) (default: -1000,400)")
-
-
-_OPTION_ARGS = {"classes": "classes", "class_name": "class_name", "images": "images", "masks": "masks",
-                "msd_per_volume": "per_volume", "msd_all_slices": "all_slices", "msd_window": "window"}
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     """``tpslab prepare``: prepare, print notes and the summary; return 0.
 
     Raises:
-        TPSLabError: on any problem with the data (nothing is written then).
+        TPSLabError: on any problem with the data, or an option the data set does not take, named by its flag
+            (nothing is written then).
     """
+    from tpslab.data.layouts import builder_options, resolve_name
     from tpslab.data.meta import write_meta
     from tpslab.data.prepare import build_meta, summarize
 
-    options = {opt: getattr(args, arg) for arg, opt in _OPTION_ARGS.items()
-               if getattr(args, arg, None) not in (None, False)}
-    prepared = build_meta(args.name, args.root, allow_missing_masks=args.allow_missing_masks,
-                          out=args.out, check=getattr(args, "check", True), **options)
+    key = resolve_name(args.name)
+    given_options = {arg: opt for arg, opt in PREPARE_OPTIONS.items() if getattr(args, arg, None) not in (None, False)}
+    taken = builder_options(key)
+    wrong = [flag for arg, (opt, flag) in given_options.items() if opt not in taken]
+    if wrong:
+        flags = [flag for opt, flag in PREPARE_OPTIONS.values() if opt in taken]
+        raise TPSLabError(f"option(s) {', '.join(wrong)} do not apply to {key} "
+                          f"(it takes: {', '.join(flags) or 'none'})")
+    prepared = build_meta(args.name, args.root, allow_missing_masks=args.allow_missing_masks, out=args.out,
+                          check=getattr(args, "check", True),
+                          **{opt: getattr(args, arg) for arg, (opt, _) in given_options.items()})
     path = write_meta(prepared.splits, prepared.dest)
     for note in prepared.notes:
         print(f"note: {note}")
@@ -234,97 +196,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce(args.profile, out=args.out, data=args.data, only=args.only)
 
 
-def _train_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="data root holding meta.json (or the file)")
-    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, history.csv, train.log)")
-    _method_arg(p, TRAINED)
-    _profile_args(p)
-    _model_args(p)
-    p.add_argument("--split", default="test", help="split to train on (TPS trains on the auxiliary set's test split)")
-    p.add_argument("--classes", type=classes_arg, default=None, help="comma-separated classes to train on "
-                   "(default: all)")
-    _setting(p, "--epochs", TrainConfig, "epochs", "passes over the data", type=int)
-    _setting(p, "--batch-size", TrainConfig, "batch_size", "images per step", type=int)
-    _setting(p, "--lr-prompts", TrainConfig, "lr_prompts", "Adam lr of the prompt learners", type=float)
-    _setting(p, "--lr-pathway", TrainConfig, "lr_pathway", "Adam lr of the pathways", type=float)
-    _setting(p, "--train-seed", TrainConfig, "seed", "shuffling seed", type=int)
-    _setting(p, "--cache-features", TrainConfig, "cache_features", "compute CLIP features once (needs memory)",
-             action="store_const", const=True)
-    _device_arg(p, default=None)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _method_arg(p: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
-    p.add_argument("--method", default=None, choices=choices, help="the detector (default: tps, or the checkpoint's)")
-
-
-def _model_source_args(p: argparse.ArgumentParser) -> None:
-    _method_arg(p, tuple(METHODS))
-    p.add_argument("--checkpoint", default=None, help="a tpslab checkpoint.pt (TPS or AnomalyCLIP)")
-    p.add_argument("--authors-checkpoint", default=None, help="the authors' released .pth (with --backbone etc.)")
-    _model_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``tpslab`` parser and its subcommands."""
-    parser = argparse.ArgumentParser(prog="tpslab", description="TPS zero-shot anomaly detection lab",
-                                     formatter_class=_Help)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_, formatter_class=_Help)
-
-    p = command("demo", "train on the synthetic training domain, evaluate held out (small profile)")
-    p.add_argument("--profile", default="smoke", help="a profile with synthetic data")
-    p.add_argument("--out", default=None, help="results folder (default: results/demo)")
-    p.add_argument("--data", default=None, help="data root (default: $TPSLAB_DATA or ./data)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _device_arg(p, default=None)
-    p.set_defaults(func=cmd_demo)
-
-    p = command("train", "train TPS (or AnomalyCLIP) on a prepared data set (a meta.json)")
-    _train_parser(p)
-    p.set_defaults(func=cmd_train)
-
-    p = command("evaluate", "per-class metrics of a trained model on a data set")
-    p.add_argument("data", help="data root holding meta.json (or the file)")
-    _profile_args(p)
-    p.add_argument("--split", default="test", help="split to evaluate")
-    p.add_argument("--classes", type=classes_arg, default=None, help="comma-separated classes (default: all)")
-    p.add_argument("--name", default=None, help="data set name in the table (default: the data folder's name)")
-    _setting(p, "--batch-size", EvalConfig, "batch_size", "images per forward pass", type=int)
-    _setting(p, "--sigma", EvalConfig, "sigma", "map smoothing in px (None: the method's reference protocol)",
-             type=float)
-    _setting(p, "--aupro", EvalConfig, "aupro_method", "AUPRO thresholds", choices=AUPRO_METHODS)
-    _device_arg(p, default=None)
-    p.add_argument("--out", default=None, help="folder for the CSV and Markdown tables (default: none)")
-    _model_source_args(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = command("predict", "scores and anomaly-map overlays for images")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="folder for scores.csv and overlay PNGs")
-    p.add_argument("--sigma", type=float, default=None, help="smoothing in px (default: the method's reference "
-                   "protocol, e.g. 4 px at 518 for TPS)")
-    p.add_argument("--class-name", default="object", help="the object's name, for CLIP's and WinCLIP's prompts")
-    _device_arg(p)
-    _model_source_args(p)
-    p.set_defaults(func=cmd_predict)
-
-    p = command("prepare", "write meta.json for a data set as distributed (or any folder)")
-    add_prepare_arguments(p)
-    p.set_defaults(func=run_prepare)
-
-    p = command("reproduce", "run the numbered notebooks of a profile with papermill")
-    p.add_argument("--profile", default="smoke", help="the profile the notebooks run")
-    p.add_argument("--out", default=None, help="results folder (default: results/<profile>)")
-    p.add_argument("--data", default=None, help="data root (default: $TPSLAB_DATA or ./data)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these notebooks, e.g. 00 02 (default: all)")
-    p.set_defaults(func=cmd_reproduce)
-    return parser
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "prepare": run_prepare,
+    "reproduce": cmd_reproduce,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "method"):
         args.method_given, args.method = args.method is not None, args.method or "tps"
     try:
-        return args.func(args)
+        if getattr(args, "device", None):
+            check_device_name(args.device)
+        return COMMANDS[args.command](args)
     except TPSLabError as err:
         print(f"tpslab: error: {err}", file=sys.stderr)
         return 2

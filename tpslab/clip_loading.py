@@ -74,8 +74,9 @@ def load_clip(
                                           force_quick_gelu=quick_gelu, **kwargs)
     except Exception as err:  # noqa: BLE001 - open_clip raises many kinds; all mean "cannot load"
         msg = f"{err.__class__.__name__}: {str(err).splitlines()[0]}" if str(err) else err.__class__.__name__
-        raise TPSLabError(f"cannot load CLIP {name!r} (pretrained={pretrained!r}): {msg}. Weights cannot be "
-                          "downloaded here: pass a local checkpoint file or 'local-dir:PATH'.") from err
+        hint = (" (the weights could not be downloaded: without internet, pass a local checkpoint file as "
+                "pretrained, or 'local-dir:PATH' as the backbone)") if is_download_failure(err) else ""
+        raise TPSLabError(f"cannot load CLIP {name!r} (pretrained={pretrained!r}): {msg}{hint}") from err
     if image_size and pos_resize != "open_clip" and image_size != clip.visual.image_size[0]:
         resize_position_grid(clip.visual, image_size, mode=pos_resize)
     clip.eval()
@@ -94,6 +95,22 @@ class _FromPackage(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Keep the record unless it comes from the package and is below ERROR."""
         return record.levelno >= logging.ERROR or not record.pathname.startswith(self.folder)
+
+
+DOWNLOAD_ERRORS = ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "ConnectTimeout",
+                   "ReadTimeout", "ProxyError", "URLError", "HTTPError", "HfHubHTTPError", "SSLError", "TimeoutError",
+                   "gaierror")
+
+
+def is_download_failure(err: BaseException) -> bool:
+    """Whether an error (or one it was raised from) is a failed download, not, say, a wrong tag."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if any(cls.__name__ in DOWNLOAD_ERRORS for cls in type(err).__mro__):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 @contextmanager

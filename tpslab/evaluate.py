@@ -26,34 +26,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tpslab import metrics
+from tpslab.configs import AUPRO_METHODS, EvalConfig  # noqa: F401 - re-exported here
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.data.meta import Meta, load_meta
 from tpslab.methods.base import Detector, Prediction
-from tpslab.utils import TPSLabError, atomic_write_text, check_fields, resolve_device
+from tpslab.utils import TPSLabError, atomic_write_text, resolve_device
 
 METRIC_COLUMNS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"]
-AUPRO_METHODS = ("exact", "authors")
-
-
-@dataclass
-class EvalConfig:
-    """How a model is evaluated (a profile's ``evaluate:`` section)."""
-
-    batch_size: int = 8  # images per forward pass
-    sigma: float | None = None  # Gaussian smoothing of the maps in px; None = the method's reference protocol
-    aupro_method: str = "exact"  # "exact" (every threshold) or "authors" (their 200 thresholds)
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-
-    def __post_init__(self) -> None:
-        """Check the AUPRO method."""
-        if self.aupro_method not in AUPRO_METHODS:
-            raise TPSLabError(f"aupro_method must be one of {AUPRO_METHODS}, got {self.aupro_method!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
-        """Build from a dict (a profile's section), rejecting unknown keys."""
-        check_fields(cls, data, "evaluate")
-        return cls(**data)
 
 
 def default_sigma(image_size: int) -> float:

@@ -33,12 +33,12 @@ from PIL import Image
 from torch import nn
 
 from tpslab.backbone import Backbone, ImageFeatures, build_backbone
+from tpslab.configs import VARIANTS, TPSConfig  # noqa: F401 - re-exported: tpslab.model.TPSConfig
 from tpslab.methods.base import Detector, EvalProtocol, Prediction, scaled_sigma
 from tpslab.pathway import Pathway
 from tpslab.prompts import (
     FIXED_GLOBAL,
     FIXED_SHUNT,
-    GLOBAL_NOUN,
     GLOBAL_STATES,
     SHUNT_NOUN,
     SHUNT_STATES,
@@ -47,51 +47,6 @@ from tpslab.prompts import (
     fixed_sentences,
     learned_sentences,
 )
-from tpslab.utils import SettingsDict, TPSLabError
-
-VARIANTS = ("paper", "authors-code")
-
-
-@dataclass
-class TPSConfig(SettingsDict):
-    """Everything that defines a TPS model (saved in every checkpoint)."""
-
-    SECTION = "model"
-
-    backbone: str = "tpslab-tiny"  # open_clip architecture, or "local-dir:PATH"
-    pretrained: str | None = None  # None (seeded random), "openai", or a checkpoint file
-    image_size: int | None = None  # input size; None = the architecture's (518 for the paper)
-    layers: tuple[int, ...] | None = None  # 1-based vision blocks; None = 6/12/18/24 scaled
-    variant: str = "paper"  # "paper" or "authors-code" (sets the four fields below when None)
-    shared_pathway: bool | None = None  # one pathway for all layers (authors' code)
-    pathway_at_inference: bool | None = None  # use the pathway when predicting (paper: yes)
-    image_embedding: str | None = None  # "open_clip" or "authors" (class token @ proj, no ln_post)
-    fp16_deep_prompts: bool | None = None  # cast deep prompts through fp16 (authors' code)
-    train_text_projection: bool | None = None  # fine-tune CLIP's text projection (authors' code)
-    prompts: str = "learned"  # "learned" (TPS) or "fixed" (ablation A1's words)
-    pathway: bool = True  # False: no pathway at all (ablation A1)
-    n_ctx: int = 12  # learnable context vectors per sentence
-    deep_depth: int = 9  # deep prompts at text layers 2..depth (of 12; scaled)
-    deep_length: int = 4  # deep prompt vectors per layer
-    global_noun: str = GLOBAL_NOUN  # "object" (object-agnostic) or a class name
-    heads: int = 8  # pathway attention heads
-    temperature: float = 0.07  # softmax temperature of the image and patch scores
-    pos_resize: str = "bilinear"  # position-grid resize: "bilinear" (authors) or "open_clip"
-    seed: int = 0  # seeds random CLIP weights and the learnable parameters
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise TPSLabError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        code = self.variant == "authors-code"
-        defaults = dict(shared_pathway=code, pathway_at_inference=not code, fp16_deep_prompts=code,
-                        train_text_projection=code, image_embedding="authors" if code else "open_clip")
-        for name, value in defaults.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        if self.prompts not in ("learned", "fixed"):
-            raise TPSLabError(f"prompts must be 'learned' or 'fixed', got {self.prompts!r}")
-        if self.layers is not None:
-            self.layers = tuple(int(b) for b in self.layers)
 
 
 @dataclass

@@ -1,9 +1,26 @@
-"""``tpslab predict``: score image files and write anomaly-map overlays."""
+"""``tpslab predict``: score image files; write scores, the maps, and an overlay per image.
+
+Outputs in the ``--out`` folder:
+
+* ``scores.csv``, one row per image: ``image`` (its path), ``score`` (the image score, a
+  probability in [0, 1]: threshold it to call an image anomalous), ``map_max`` (the
+  highest value of its smoothed anomaly map, in [0, number of layers] for TPS: the map sums
+  one probability per layer; threshold the map to segment), ``overlay`` (the PNG's file
+  name) and ``map`` (its key in ``maps.npz``).
+* ``<name>_overlay.png``: the image at its original size beside the map laid over it, with
+  the score and the colour scale; all overlays of a run share one scale, so they compare.
+* ``maps.npz``: each image's smoothed map (float32, the model's input size S x S, as scored).
+
+``<name>`` is the image's path below the input folder made flat (``good/001.png`` ->
+``good__001``), so images of the same name in different folders never collide.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,72 +29,126 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tpslab.data.images import IMAGE_SUFFIXES, load_image
+from tpslab.data.pairing import MASK_DIRS, norm_name
 from tpslab.evaluate import smooth_maps
 from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
-from tpslab.viz import overlay
+from tpslab.viz import prediction_panel
+
+COLUMNS = ["image", "score", "map_max", "overlay", "map"]
+MASK_FOLDERS = {norm_name(m) for m in MASK_DIRS}  # skipped when scanning a folder, as `tpslab prepare` reads them
 
 
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively) in folders, sorted; error if none."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class Found:
+    """An image to score and the unique name of its outputs."""
+
+    path: Path
+    name: str
+
+
+def _flat_name(rel: Path) -> str:
+    return "__".join([*rel.parent.parts, rel.stem]) or rel.stem
+
+
+def _from_meta(path: Path, split: str) -> list[tuple[Path, str]]:
+    from tpslab.data.meta import load_meta
+
+    meta = load_meta(path)
+    if not meta.splits.get(split):
+        raise TPSLabError(f"{path}: split {split!r} has no images; choose another --split")
+    return [(meta.path(s["img_path"]), _flat_name(Path(s["img_path"]))) for s in meta.samples(split)]
+
+
+def collect_images(inputs: Sequence[str | Path], split: str = "test") -> list[Found]:
+    """The images to score: files, folders (recursively, skipping mask folders) or a ``meta.json``'s split.
+
+    Args:
+        inputs: image files, folders, or ``meta.json`` files of prepared data sets.
+        split: the split taken from a ``meta.json``.
+
+    Returns:
+        Every image with a unique output name, in order.
+
+    Raises:
+        TPSLabError: an input that does not exist, or no image at all.
+    """
+    found: list[tuple[Path, str]] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                           and not any(norm_name(part) in MASK_FOLDERS for part in p.relative_to(item).parts[:-1]))
+            found += [(p, _flat_name(p.relative_to(item))) for p in files]
+        elif item.is_file() and item.suffix.lower() == ".json":
+            found += _from_meta(item, split)
         elif item.is_file():
-            found.append(item)
+            found.append((item, item.stem))
         else:
             raise TPSLabError(f"{item}: no such file or folder")
     if not found:
         raise TPSLabError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
-    return found
+    seen: dict[str, int] = {}
+    unique = []
+    for path, name in found:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(Found(path, name if seen[name] == 1 else f"{name}_{seen[name]}"))
+    return unique
 
 
 @torch.no_grad()
-def predict_paths(model: Detector, inputs: list[str | Path], out: str | Path, sigma: float | None = None,
-                  progress: bool = True, class_name: str = "object") -> Path:
-    """Write ``out/scores.csv`` (path, image score, max of map) and ``out/<stem>_overlay.png``.
-
-    The overlay shows the smoothed map over the image at the model's input size; all
-    overlays share one colour scale so they can be compared.
+def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: str | Path, sigma: float | None = None,
+                  progress: bool = True, class_name: str = "object", batch_size: int = 8,
+                  device: str | torch.device = "cpu", split: str = "test") -> Path:
+    """Score images; write ``scores.csv``, ``maps.npz`` and one ``<name>_overlay.png`` each (see the module).
 
     Args:
         model: any non-transductive method (MuSc needs a whole class: use ``tpslab evaluate``).
-        inputs: image files or folders.
+        inputs: image files, folders or ``meta.json`` files, or what :func:`collect_images` found.
         out: the output folder.
         sigma: smoothing in px; None: the method's reference protocol.
         progress: show a progress bar.
         class_name: the object's name, for the methods whose prompts name it (CLIP, WinCLIP).
+        batch_size: images per forward pass.
+        device: where the model runs.
+        split: the split taken from a ``meta.json`` input.
+
+    Returns:
+        The path of ``scores.csv``.
     """
     if model.transductive:
         raise TPSLabError(f"{model.method} scores a whole class at once; use `tpslab evaluate` on a prepared data set")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = collect_images(inputs)
+    found = list(inputs) if inputs and all(isinstance(i, Found) for i in inputs) else collect_images(inputs, split)
     size = model.image_size
     sigma = model.protocol.sigma if sigma is None else sigma
-    rows, results = [], []
-    for path in tqdm(paths, desc="predict", disable=not progress):
-        img = load_image(path)
-        pred = model.predict(model.preprocess(img)[None], [class_name])
-        amap = pred.anomaly_maps[0].numpy()
-        amap = smooth_maps(amap[None], size, sigma)[0]  # (S, S)
-        rgb = np.asarray(img.resize((size, size), Image.BICUBIC))
-        results.append((path, rgb, amap))
-        rows.append({"image": str(path), "score": round(float(pred.image_scores[0]), 6),
-                     "map_max": round(float(amap.max()), 6)})
-    lo = min(float(a.min()) for _, _, a in results)
-    hi = max(float(a.max()) for _, _, a in results)
-    names: set[str] = set()
-    for path, rgb, amap in results:
-        name = path.stem if path.stem not in names else f"{path.parent.name}_{path.stem}"
-        names.add(name)
-        with atomic_path(out / f"{name}_overlay.png") as tmp:
-            Image.fromarray(overlay(rgb, amap, lo, hi)).save(tmp, format="PNG")
+    model.eval().to(device)
+    scores, maps = [], []
+    bar = tqdm(total=len(found), desc="predict", disable=not progress)
+    for start in range(0, len(found), batch_size):
+        chunk = found[start:start + batch_size]
+        images = torch.stack([model.preprocess(load_image(f.path)) for f in chunk]).to(device)  # (B, 3, S, S)
+        pred = model.predict(images, [class_name] * len(chunk))
+        maps += list(smooth_maps(pred.anomaly_maps.float().cpu().numpy(), size, sigma).astype(np.float32))  # (S, S)
+        scores += pred.image_scores.float().cpu().tolist()
+        bar.update(len(chunk))
+    bar.close()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lo, hi = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
+    rows = []
+    for f, score, amap in zip(found, scores, maps, strict=True):
+        img = load_image(f.path)
+        full = np.asarray(Image.fromarray(amap).resize(img.size, Image.BILINEAR))  # (H, W)
+        with atomic_path(out / f"{f.name}_overlay.png") as tmp:
+            Image.fromarray(prediction_panel(np.asarray(img), full, lo, hi, score)).save(tmp, format="PNG")
+        rows.append({"image": str(f.path), "score": round(score, 6), "map_max": round(float(amap.max()), 6),
+                     "overlay": f"{f.name}_overlay.png", "map": f.name})
+    with atomic_path(out / "maps.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{f.name: m for f, m in zip(found, maps, strict=True)})
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["image", "score", "map_max"])
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "scores.csv", buf.getvalue())
-    print(f"scored {len(rows)} image(s): {out / 'scores.csv'} and overlays in {out}/")
+    print(f"scored {len(rows)} image(s): {out / 'scores.csv'}, overlays and maps.npz in {out}/")
     return out / "scores.csv"

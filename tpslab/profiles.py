@@ -21,9 +21,7 @@ from typing import Any
 
 import yaml
 
-from tpslab.evaluate import EvalConfig
-from tpslab.model import TPSConfig
-from tpslab.train import TrainConfig
+from tpslab.configs import EvalConfig, TPSConfig, TrainConfig
 from tpslab.utils import TPSLabError, check_fields, shown
 
 PROFILE_DIR = Path(__file__).parent / "profiles"

@@ -4,8 +4,10 @@ Each notebook ``notebooks/NN_*.py`` (the jupytext twin of ``NN_*.ipynb``) is exe
 the parameters ``profile``, ``results_dir`` and ``data_dir``; the executed copies go to
 ``results/<profile>/notebooks/``, tables to ``results/<profile>/tables/`` and figures (PNG
 and PDF) to ``results/<profile>/figures/``. Before anything runs, the profile is checked:
-CLIP weights present in the local cache (nothing is downloaded), every real data set
-prepared (its ``meta.json``), a GPU if the profile asks for one.
+CLIP weights present (a local file, or in the cache; weights named by a tag that are not
+cached are downloaded by the notebooks where there is internet), every real data set
+prepared (its ``meta.json``), a GPU if the profile asks for one, and, with ``--only``, the
+results of the earlier notebooks the chosen ones read.
 
 ``python -m tpslab.reproduce sync`` rebuilds the committed ``notebooks/*.ipynb`` from the
 ``.py`` files and executes them with the default (``smoke``) parameters, stripping volatile
@@ -75,27 +77,69 @@ def _missing_weights(name: str, pretrained: str | None) -> str | None:
     if cfg.get("url") and (Path.home() / ".cache" / "clip" / os.path.basename(cfg["url"])).is_file():
         return None
     return (f"CLIP weights {name} '{pretrained}' are not in the local cache (Hugging Face {repo or '-'}, "
-            f"or ~/.cache/clip) and cannot be downloaded here: fetch them on a machine with internet "
-            f"(python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{pretrained}')\") "
-            f"and copy the cache, or set model.pretrained to a local file in a copy of the profile")
+            f"or ~/.cache/clip): the notebooks will try to download them, which needs internet; without it, "
+            f"fetch them on a machine with internet (python -c \"import open_clip; open_clip.create_model('{name}', "
+            f"pretrained='{pretrained}')\") and copy the cache, or set model.pretrained to a local file in a copy "
+            f"of the profile")
 
 
-def preflight(profile: Profile, data: Path, needs_data: bool = True) -> None:
-    """Raise one clear error if the profile cannot run here (weights, data sets, GPU)."""
+def _is_download(profile: Profile) -> bool:
+    """Whether the profile's weights come from open_clip's hub (a tag), rather than a local file or none."""
+    name, pretrained = profile.model_config.backbone, profile.model_config.pretrained
+    return bool(pretrained) and not name.startswith("local-dir:") and not ("/" in pretrained or Path(pretrained).suffix)
+
+
+def preflight(profile: Profile, data: Path, needs_data: bool = True) -> bool:
+    """Raise one clear error if the profile cannot run here (local weights, data sets, GPU).
+
+    Weights named by a tag that are not cached are not an error on their own: the notebooks
+    try to download them (and fail with one line where there is no internet).
+
+    Returns:
+        Whether the CLIP weights are at hand (the kernels then run with ``HF_HUB_OFFLINE=1``).
+    """
     import torch
 
     problems = []
     if profile.device.startswith("cuda") and not torch.cuda.is_available():
         problems.append(f"it needs a GPU (device: {profile.device}) and none is visible")
     weights = missing_weights(profile)
-    if weights:
+    if weights and not _is_download(profile):
         problems.append(weights)
     missing = missing_datasets(profile, data) if needs_data else []
     if missing:
         problems.append(f"{len(missing)} data set(s) not prepared under {shown(data)}/ (get each as "
                         f"data/README.md says, then run): " + "; ".join(missing))
+    if weights and problems and weights not in problems:
+        problems.append(weights)  # worth knowing while the other problems are fixed
     if problems:
         raise TPSLabError(f"profile {profile.name!r} cannot run here: " + " | ".join(problems))
+    if weights:
+        print(f"note: {weights}")
+    return weights is None
+
+
+# notebook -> (a file it reads under the results folder, the notebook that writes it)
+NEEDS = {
+    "02": [("data.json", "01")],
+    "03": [("data.json", "01"), ("train/main/checkpoint.pt", "02")],
+    "04": [("data.json", "01")],
+    "05": [("data.json", "01"), ("train/main/checkpoint.pt", "02")],
+    "06": [("tables/03_metrics.csv", "03"), ("tables/04_ablation.csv", "04")],
+}
+
+
+def missing_inputs(sources: list[Path], out_dir: Path) -> str | None:
+    """What the chosen notebooks read that neither exists nor is written by an earlier one of them, or None."""
+    chosen = {p.stem[:2] for p in sources}
+    for source in sources:
+        missing = [(rel, writer) for rel, writer in NEEDS.get(source.stem[:2], [])
+                   if writer not in chosen and not (out_dir / rel).exists()]
+        if missing:
+            files = ", ".join(shown(out_dir / rel) for rel, _ in missing)
+            writers = " and ".join(dict.fromkeys(writer for _, writer in missing))
+            return f"notebook {source.stem} needs {files}: run {writers} first (or reproduce without --only)"
+    return None
 
 
 def _read_notebook(source: Path):
@@ -108,13 +152,15 @@ def _read_notebook(source: Path):
     return nb
 
 
-def _kernel_env() -> None:
+def _kernel_env(offline: bool = True) -> None:
     """Set up the kernels' environment.
 
-    Kernels see the checkout's tpslab (even when not pip-installed), never download weights,
-    and skip tqdm's warning that ipywidgets is missing (its text names a file of this machine).
+    Kernels see the checkout's tpslab (even when not pip-installed), never download weights
+    when they are at hand (``offline``), and skip tqdm's warning that ipywidgets is missing
+    (its text names a file of this machine).
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
     filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
     os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys([*filters, "ignore:IProgress not found"]))
     if (PROJECT / "tpslab").is_dir():
@@ -168,8 +214,11 @@ def reproduce(profile: str = "smoke", out: str | None = None, data: str | None =
     out_dir = project_path(out or results_root() / prof.name)
     data_dir = project_path(data_root(data))
     sources = notebook_sources(only)
-    preflight(prof, data_dir, needs_data=any(not p.stem.startswith("00") for p in sources))
-    _kernel_env()
+    missing = missing_inputs(sources, out_dir)
+    if missing:
+        raise TPSLabError(missing)
+    at_hand = preflight(prof, data_dir, needs_data=any(not p.stem.startswith("00") for p in sources))
+    _kernel_env(offline=at_hand)
     t0 = time.time()
     print(f"profile {prof.name}: {prof.description}")
     params = {"profile": str(profile), "results_dir": str(out_dir), "data_dir": str(data_dir)}

@@ -22,35 +22,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tpslab.backbone import ImageFeatures
-from tpslab.checkpoint import CHECKPOINT, load_state, read_checkpoint, save_checkpoint
+from tpslab.checkpoint import CHECKPOINT, data_record, load_state, read_checkpoint, save_checkpoint
+from tpslab.configs import NO_EFFECT_ON_RESULTS, TrainConfig
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.losses import tps_loss
 from tpslab.methods.base import Detector
-from tpslab.utils import TPSLabError, atomic_write_text, check_fields, resolve_device
+from tpslab.utils import TPSLabError, atomic_write_text, resolve_device
 
-
-@dataclass
-class TrainConfig:
-    """The training recipe (defaults: the paper's, from the spec)."""
-
-    epochs: int = 15  # passes over the auxiliary data
-    batch_size: int = 8  # images per step
-    lr_prompts: float = 1e-3  # Adam lr of both prompt learners
-    lr_pathway: float = 1e-4  # Adam lr of the pathway(s) (and text projection, authors' code)
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
-    seed: int = 111  # shuffling seed
-    cache_features: bool = False  # compute frozen CLIP features once, reuse every epoch
-    num_workers: int = 0  # DataLoader workers (when not caching)
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (a profile's or a checkpoint's), rejecting unknown keys."""
-        check_fields(cls, data, "training")
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
+RESUMABLE = ("epochs", *NO_EFFECT_ON_RESULTS)  # may differ when resuming (more epochs extend the run)
 
 
 def make_optimizer(model: Detector, cfg: TrainConfig) -> torch.optim.Adam:
@@ -137,13 +116,20 @@ def train(
         dataset: the auxiliary data.
         cfg: the recipe.
         out_dir: where ``checkpoint.pt``, ``history.csv`` and ``train.log`` go.
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists (same settings).
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (same settings; only those of
+            ``RESUMABLE`` may differ: more epochs extend the run). ``tpslab train --resume`` takes
+            the settings from the checkpoint (:func:`tpslab.cli_settings.resume_settings`).
         progress: show progress bars.
         log: where one-line messages go.
 
     Returns:
         The per-epoch history: epoch, loss, image_loss, seg_loss, seconds.
+
+    Raises:
+        TPSLabError: an empty data set (before anything is written), or a checkpoint made with other settings.
     """
+    if len(dataset) == 0:
+        raise TPSLabError("no images to train on (an empty split or class list)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -156,8 +142,8 @@ def train(
         ckpt = read_checkpoint(ckpt_path)
         if ckpt.get("method", "tps") != model.method or ckpt["model_config"] != model.config.to_dict():
             raise TPSLabError(f"{ckpt_path}: made with other model settings; cannot resume (use another output folder)")
-        def comparable(d: dict[str, Any]) -> dict[str, Any]:
-            return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k != "epochs"}
+        def comparable(d: dict[str, Any]) -> dict[str, Any]:  # what changes results (epochs may extend the run)
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k not in RESUMABLE}
         if comparable(ckpt["train_config"] or {}) != comparable(asdict(cfg)):
             raise TPSLabError(f"{ckpt_path}: made with other training settings; cannot resume")
         load_state(model, ckpt["state"], str(ckpt_path))
@@ -190,7 +176,7 @@ def train(
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
         row = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}, "seconds": round(time.time() - t0, 2)}
         history.append(row)
-        save_checkpoint(ckpt_path, model, asdict(cfg), epoch + 1, optimizer, history)
+        save_checkpoint(ckpt_path, model, asdict(cfg), epoch + 1, optimizer, history, data_record(dataset))
         atomic_write_text(out / "history.csv", _history_csv(history))
         line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f} (image {row['image_loss']:.4f}, "
                 f"seg {row['seg_loss']:.4f}), {row['seconds']:.1f}s")

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so that ``tpslab --help`` starts without it
+    import torch
 
 PROJECT = Path(__file__).resolve().parents[1]  # the source checkout (if this is one)
 
@@ -39,16 +39,28 @@ def shown(path: str | os.PathLike) -> str:
     return str(path.relative_to(PROJECT)) if path.is_relative_to(PROJECT) else str(path)
 
 
+def check_device_name(name: str) -> str:
+    """Check the spelling of a device name (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) without importing torch.
+
+    Raises:
+        TPSLabError: any other name.
+    """
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise TPSLabError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
     """The one device convention: ``"auto"`` (a GPU if there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Raises:
         TPSLabError: an unknown name, or a GPU asked for where there is none.
     """
+    import torch
+
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise TPSLabError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TPSLabError(f"device {name!r} asked for, but no GPU is available here")
     return torch.device(name)
@@ -69,12 +81,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes it 0600; a written file follows the umask
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -90,12 +110,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` that never leaves a truncated file behind."""
+    import torch
+
     with atomic_path(path, suffix=".tmp") as tmp:
         torch.save(obj, tmp)
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch generator seeded the same way."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -42,6 +42,59 @@ def overlay(rgb: np.ndarray, amap: np.ndarray, vmin: float | None = None, vmax: 
     return ((1 - alpha) * rgb.astype(np.float32) + alpha * heat).round().astype(np.uint8)
 
 
+def prediction_panel(rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float, score: float,
+                     cmap: str = "jet") -> np.ndarray:
+    """What ``tpslab predict`` writes per image: image | map overlay | colour bar, under a line with the score.
+
+    Args:
+        rgb: (H, W, 3) uint8, the image at its original size.
+        amap: (H, W) anomaly map at the same size.
+        vmin: the colour scale's low end (shared by all images of a run, so overlays compare).
+        vmax: its high end.
+        score: the image score, in [0, 1].
+        cmap: the colour map.
+
+    Returns:
+        (H + header, 2 W + bar, 3) uint8.
+    """
+    from PIL import Image, ImageDraw
+
+    h, w = rgb.shape[:2]
+    gap, bar_w = max(4, w // 50), max(10, w // 20)
+    font_px = 11  # PIL's default bitmap font
+    header = font_px + 8
+    label_w = 7 * max(len(f"{vmax:.2f}"), len(f"{vmin:.2f}")) + 6
+    title = f"score {score:.3f}  map {vmin:.2f}..{vmax:.2f}"
+    width = max(2 * w + 2 * gap + bar_w + label_w, 7 * len(title) + 8)
+    canvas = Image.new("RGB", (width, h + header), "white")
+    canvas.paste(Image.fromarray(rgb), (0, header))
+    canvas.paste(Image.fromarray(overlay(rgb, amap, vmin, vmax, cmap=cmap)), (w + gap, header))
+    ramp = np.linspace(1, 0, h)[:, None].repeat(bar_w, axis=1)  # (H, bar) top = vmax
+    bar = (matplotlib.colormaps[cmap](ramp)[..., :3] * 255).astype(np.uint8)
+    x_bar = 2 * w + 2 * gap
+    canvas.paste(Image.fromarray(bar), (x_bar, header))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), title, fill="black")
+    draw.text((x_bar + bar_w + 3, header), f"{vmax:.2f}", fill="black")
+    draw.text((x_bar + bar_w + 3, header + h - font_px - 1), f"{vmin:.2f}", fill="black")
+    return np.asarray(canvas)
+
+
+def outline(ax: plt.Axes, mask: np.ndarray, color: str = "red") -> None:
+    """Draw the contour of a defect mask (H, W) on ``ax``: a coloured line on a white halo, visible on any defect.
+
+    A normal image's empty mask draws nothing; a mask covering the whole image outlines its border.
+    """
+    mask = np.asarray(mask, dtype=np.float32)
+    if 0 < mask.sum() < mask.size:
+        for c, lw in (("white", 2.6), (color, 1.2)):
+            ax.contour(mask, levels=[0.5], colors=c, linewidths=lw)
+    elif mask.all():
+        h, w = mask.shape
+        for c, lw in (("white", 2.6), (color, 1.2)):
+            ax.plot([-0.5, w - 0.5, w - 0.5, -0.5, -0.5], [-0.5, -0.5, h - 0.5, h - 0.5, -0.5], color=c, lw=lw)
+
+
 def save_figure(fig: plt.Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically) and close it."""
     paths = []
@@ -68,6 +121,7 @@ def plot_history(history: list[dict] | pd.DataFrame, label: str | None = None) -
     fig, ax = plt.subplots(figsize=(5, 3.2))
     sns.lineplot(data=long, x="epoch", y="value", hue="term", marker="o", ax=ax)
     ax.set_ylabel("mean loss per batch")
+    ax.legend(title="term", loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)  # beside the curves
     _title(ax, "Training loss (image CE + focal and Dice per layer)", label)
     return fig
 
@@ -140,7 +194,7 @@ def plot_samples(examples: Examples, title: str, label: str | None) -> plt.Figur
     fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 3.6), squeeze=False)
     for j in range(n):
         axes[0, j].imshow(rgb[j])
-        axes[0, j].contour(masks[j], levels=[0.5], colors="red", linewidths=0.8)
+        outline(axes[0, j], masks[j])
         state = "anomalous" if examples.labels[j] else "normal"
         axes[0, j].set_title(f"{examples.classes[j]}\n{state}", fontsize=7)
         axes[1, j].imshow(masks[j], cmap="gray", vmin=0, vmax=1)
@@ -168,7 +222,7 @@ def plot_layers(examples: Examples, expl: Explanation, j: int, layers: tuple[int
                              squeeze=False)
     for r, layer in enumerate(layers):
         axes[r, 0].imshow(rgb)
-        axes[r, 0].contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
+        outline(axes[r, 0], mask)
         axes[r, 0].set_ylabel(f"layer {layer}", fontsize=8)
         for c, (name, maps, lo, hi) in enumerate(cols, start=1):
             axes[r, c].imshow(_heat(rgb, maps[r, j], lo, hi))
@@ -186,7 +240,7 @@ def plot_attention(examples: Examples, expl: Explanation, k: int, layer: int, la
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):
         axes[0, j].imshow(rgb[j])
-        axes[0, j].contour(masks[j], levels=[0.5], colors="lime", linewidths=0.8)
+        outline(axes[0, j], masks[j])
         axes[0, j].set_title(examples.classes[j], fontsize=8)
         for token in (0, 1):
             axes[token + 1, j].imshow(_heat(rgb[j], expl.attention[k, j, token]))

@@ -18,13 +18,14 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from tpslab.data.images import load_image, load_mask
+from tpslab.data.images import as_rgb, load_image, load_mask
 from tpslab.data.meta import Meta, load_meta
 
 
 def image_transform(size: int, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD) -> Callable:
-    """PIL image -> (3, size, size) float tensor, as the paper preprocesses."""
+    """PIL image of any mode (greyscale, RGBA, 16-bit...) -> (3, size, size) float tensor, as the paper preprocesses."""
     return T.Compose([
+        T.Lambda(as_rgb),
         T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC),
         T.ToTensor(),
         T.Normalize(mean, std),
@@ -62,6 +63,7 @@ class AnomalyDataset(Dataset):
     def __init__(self, meta: Meta | str | os.PathLike, image_size: int, split: str = "test",
                  classes: list[str] | None = None, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD):
         self.meta = meta if isinstance(meta, Meta) else load_meta(meta)
+        self.split = split
         self.samples = self.meta.samples(split, classes)
         self.image_size = image_size
         self.transform = image_transform(image_size, mean, std)

@@ -47,7 +47,17 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     Raises:
         TPSLabError: if the file is missing or not a readable image.
     """
-    img = _open(path)
+    return as_rgb(_open(path))
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: greyscale replicated, alpha composited on black, 16-bit and float rescaled.
+
+    >>> as_rgb(Image.new("I;16", (4, 4))).mode
+    'RGB'
+    """
+    if img.mode == "RGB":
+        return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         img = Image.fromarray(_to_uint8(np.asarray(img)))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

@@ -8,12 +8,12 @@ licences and commands are in ``data/README.md``.
 from __future__ import annotations
 
 import csv
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
+from tpslab.data.folder_layout import folder as _folder
 from tpslab.data.pairing import (
-    MASK_DIRS,
-    NORMAL_DIRS,
     Context,
     Sample,
     child,
@@ -294,65 +294,6 @@ def _br35h(ctx: Context, class_name: str = "brain") -> None:
     _no_yes(ctx, class_name, "tumor")
 
 
-def _is_normal(d: Path) -> bool:
-    return d.name.lower() in NORMAL_DIRS
-
-
-def _mask_root(d: Path) -> Path | None:
-    return next((p for p in subdirs(d) if norm_name(p.name) in {norm_name(m) for m in MASK_DIRS}), None)
-
-
-def _folder_class(ctx: Context, cls: str, d: Path) -> None:
-    test = d / "test" if (d / "test").is_dir() else d
-    train = d / "train"
-    if test is not d and train.is_dir():
-        for sub in subdirs(train):
-            if _is_normal(sub):
-                for img in list_images(sub):
-                    ctx.add("train", Sample(img, None, cls, "good", 0))
-    masks = _mask_root(d)
-    skip = {p for p in (masks, d / "train", d / "test") if p is not None}
-    folders = [s for s in subdirs(test) if s not in skip]
-    loose = list_images(test)
-    if loose:
-        ctx.notes.append(f"{test}: {len(loose)} image(s) outside the label folders ignored")
-    if not folders:
-        ctx.problems.append(f"{test}: no good/ (or normal/) and defect folders in it")
-    for sub in folders:
-        images = list_images(sub)
-        if not images:
-            ctx.problems.append(f"{sub}: folder has no images")
-        elif _is_normal(sub):
-            ctx.add_paired("test", cls, "good", images, None, anomaly=0)
-        else:
-            mask_dir = masks / sub.name if masks is not None and (masks / sub.name).is_dir() else None
-            if mask_dir is None:  # no masks for this defect at all: image-level only, by design
-                for img in images:
-                    ctx.add("test", Sample(img, None, cls, sub.name, 1))
-            else:
-                ctx.add_paired("test", cls, sub.name, images, mask_dir)
-
-
-def _folder(ctx: Context, class_name: str | None = None) -> None:
-    """Any folder: ``[<class>/][test/]{good|normal|ok, <defect>...}`` with optional ``ground_truth/<defect>/``."""
-    def is_class(d: Path) -> bool:
-        return any(_is_normal(s) for s in subdirs(d)) or (d / "test").is_dir() or _mask_root(d) is not None
-    if not ctx.root.is_dir():
-        raise TPSLabError(f"{ctx.root}: no such folder")
-    if is_class(ctx.root):
-        _folder_class(ctx, class_name or ctx.root.name, ctx.root)
-        return
-    classes = [d for d in subdirs(ctx.root) if is_class(d)]
-    if not classes:
-        raise TPSLabError(f"{ctx.root}: no good/ (or normal/) folder here or in its subfolders; expected "
-                          "ROOT/[<class>/]{good,<defect>...}[/ground_truth/<defect>]")
-    for d in subdirs(ctx.root):
-        if d not in classes:
-            ctx.notes.append(f"{d}: ignored (no good/ or normal/ folder in it)")
-    for d in classes:
-        _folder_class(ctx, d.name, d)
-
-
 DATASETS: dict[str, Callable[..., None]] = {
     "mvtec": _mvtec, "visa": _visa, "mpdd": _mpdd, "btad": _btad, "sdsaliency900": _sdsaliency900,
     "rsdds": _rsdds, "headct": _headct, "brainmri": _brainmri, "br35h": _br35h, "isic": _isic,
@@ -361,6 +302,11 @@ DATASETS: dict[str, Callable[..., None]] = {
 ALIASES = {"mvtecad": "mvtec", "btech": "btad", "sdsaliency": "sdsaliency900", "sd900": "sdsaliency900",
            "rsdds113": "rsdds", "isic2016": "isic", "isbi": "isic", "isbi2016": "isic", "kvasirseg": "kvasir",
            "msdlung": "msd", "task06lung": "msd", "custom": "folder"}
+
+
+def builder_options(key: str) -> set[str]:
+    """The options (keyword arguments) the builder of data set ``key`` takes, e.g. ``{"classes"}``."""
+    return set(inspect.signature(DATASETS[key]).parameters) - {"ctx"}
 
 
 def resolve_name(name: str) -> str:

@@ -20,6 +20,7 @@ values in [0, 1], binarised at 0.5):
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -34,18 +35,22 @@ MAX_GREY_FRACTION = 0.05
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of an image file, reading only its header.
+    """(width, height) of an image file, decoding it whole (a truncated file fails here, not in training).
 
     Raises:
-        TPSLabError: missing or unreadable file.
+        TPSLabError: missing or unreadable file, or one whose pixel data is cut short.
     """
     try:
         with Image.open(path) as img:
+            img.load()
             return img.size
     except FileNotFoundError as err:
         raise TPSLabError(f"{path}: file not found") from err
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise TPSLabError(f"{path}: cannot read image ({err.__class__.__name__})") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        detail = err.__class__.__name__
+        if str(err) and not isinstance(err, UnidentifiedImageError):  # e.g. "image file is truncated"
+            detail += f": {str(err).splitlines()[0]}"
+        raise TPSLabError(f"{path}: cannot read image ({detail})") from err
 
 
 def mask_problem(mask: np.ndarray, anomaly: int | None = None) -> str | None:
@@ -90,7 +95,7 @@ def _sample_problems(meta: Meta, s: dict[str, Any], where: str) -> list[str]:
 
 def content_problems(meta: Meta, needs_both_labels: bool = False, needs_masks: bool = False,
                      label_splits: tuple[str, ...] = ("test",)) -> list[str]:
-    """Open every image (header only) and mask of ``meta``; list what is wrong.
+    """Decode every image and mask of ``meta`` fully (in threads); list what is wrong, in file order.
 
     Args:
         meta: a loaded meta file (paths assumed to exist: see ``load_meta``).
@@ -107,10 +112,13 @@ def content_problems(meta: Meta, needs_both_labels: bool = False, needs_masks: b
     """
     problems = []
     where_meta = meta.root / "meta.json"
+    jobs = [(s, f"{split}/{cls}") for split, classes in meta.splits.items() for cls, samples in classes.items()
+            for s in samples]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        for found in pool.map(lambda job: _sample_problems(meta, *job), jobs):
+            problems += found
     for split, classes in meta.splits.items():
         for cls, samples in classes.items():
-            for s in samples:
-                problems += _sample_problems(meta, s, f"{split}/{cls}")
             if split not in label_splits:
                 continue
             labels = {s["anomaly"] for s in samples}

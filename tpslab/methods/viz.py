@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from tpslab.data.dataset import to_rgb  # noqa: E402
 from tpslab.methods.base import Prediction  # noqa: E402
 from tpslab.methods.winclip import WinCLIP  # noqa: E402
+from tpslab.viz import outline  # noqa: E402
 
 
 def explain_windows(detector: WinCLIP, image: torch.Tensor, class_name: str) -> Prediction:
@@ -198,8 +199,7 @@ def plot_mutual_scores(image: torch.Tensor, distances: torch.Tensor, patch_score
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1, 1.6, 1]})
     rgb = to_rgb(image, *mean_std)
     axes[0].imshow(rgb)
-    if mask.any():
-        axes[0].contour(mask, levels=[0.5], colors="red", linewidths=1)
+    outline(axes[0], mask)
     axes[0].set_title("input (defect outlined in red)", fontsize=9)
     im = axes[1].imshow(d[order].cpu().numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
     axes[1].grid(False)
