@@ -1,4 +1,4 @@
-"""The command line: ``tpslab demo|train|evaluate|predict|prepare|reproduce`` (also ``python -m tpslab``).
+"""The command line: ``tpslab demo|train|evaluate|predict|prepare|reproduce|cache`` (also ``python -m tpslab``).
 
 Conventions shared by every subcommand: ``--method NAME`` (tps, clip, winclip, anomalyclip,
 musc; see :mod:`tpslab.methods`) where a detector runs, ``--profile NAME`` and repeatable ``--set
@@ -234,6 +234,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce(args.profile, out=args.out, data=args.data, only=args.only)
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``tpslab cache info|clear``: the on-disk feature cache of training (:mod:`tpslab.feature_cache`)."""
+    from tpslab import feature_cache
+
+    if args.action == "clear":
+        n = feature_cache.clear()
+        print(f"cleared {feature_cache.cache_root()} ({n} model folder(s) removed)")
+        return 0
+    got = feature_cache.info()
+    print(f"location: {got['root']} (set TPSLAB_CACHE to move it)")
+    print(f"size: {got['bytes'] / 2**20:.1f} MiB in {got['entries']} image(s); limit {got['limit_bytes'] / 2**30:.1f} "
+          "GiB (TPSLAB_CACHE_LIMIT_GB), least recently used evicted first")
+    for key, m in sorted(got["models"].items(), key=lambda kv: -kv[1]["bytes"]):
+        print(f"  {key}: {m['entries']} image(s), {m['bytes'] / 2**20:.1f} MiB: {m['what']}")
+    return 0
+
+
 def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="data root holding meta.json (or the file)")
     p.add_argument("--out", required=True, help="output folder (checkpoint.pt, history.csv, train.log)")
@@ -324,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="data root (default: $TPSLAB_DATA or ./data)")
     p.add_argument("--only", nargs="*", default=None, help="run only these notebooks, e.g. 00 02 (default: all)")
     p.set_defaults(func=cmd_reproduce)
+
+    p = command("cache", "show or clear the on-disk cache of frozen CLIP features (training's cache_features)")
+    p.add_argument("action", choices=["info", "clear"], help="info: where, how big, per model; clear: delete all")
+    p.set_defaults(func=cmd_cache)
     return parser
 
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from tpslab.backbone import ImageFeatures
 from tpslab.checkpoint import CHECKPOINT, load_state, read_checkpoint, save_checkpoint
 from tpslab.data.dataset import AnomalyDataset
+from tpslab.feature_cache import CACHE_DTYPES, FeatureStore, encode_cached
 from tpslab.losses import tps_loss
 from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_write_text, check_fields, resolve_device
@@ -40,8 +41,15 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
     seed: int = 111  # shuffling seed
     cache_features: bool = False  # compute frozen CLIP features once, reuse every epoch
+    disk_cache: bool = True  # with cache_features: also keep them on disk across runs ($TPSLAB_CACHE)
+    cache_dtype: str = "auto"  # features on disk: "float16", "float32"; "auto": float16 from 1 MiB per image
     num_workers: int = 0  # DataLoader workers (when not caching)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+
+    def __post_init__(self) -> None:
+        """Check the cache dtype."""
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise TPSLabError(f"cache_dtype must be one of {CACHE_DTYPES}, got {self.cache_dtype!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -76,9 +84,14 @@ class Batch:
 
 
 class FeatureCache:
-    """All frozen features, masks and labels of a data set, held in memory."""
+    """All frozen features, masks and labels of a data set, held in memory (read from ``store`` where cached)."""
 
-    def __init__(self, model: Detector, dataset: AnomalyDataset, batch_size: int, device: torch.device, progress: bool):
+    def __init__(self, model: Detector, dataset: AnomalyDataset, batch_size: int, device: torch.device, progress: bool,
+                 store: FeatureStore | None = None):
+        found = encode_cached(model, dataset, batch_size, device, store, progress) if store else None
+        if found is not None:
+            self.feats, self.masks, self.labels, self.has_mask = found
+            return
         feats, masks, labels, has_mask = [], [], [], []
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
         for item in tqdm(loader, desc="caching CLIP features", disable=not progress, leave=False):
@@ -169,7 +182,10 @@ def train(
     log(f"model: {model.config.to_dict()}")
     log(f"training: {asdict(cfg)}; {len(dataset)} images on {device}")
     model.train()
-    cache = FeatureCache(model, dataset, cfg.batch_size, device, progress) if cfg.cache_features else None
+    store = FeatureStore(model, dtype=cfg.cache_dtype) if cfg.cache_features and cfg.disk_cache else None
+    cache = FeatureCache(model, dataset, cfg.batch_size, device, progress, store) if cfg.cache_features else None
+    if store is not None:
+        log(f"feature cache {store.dir}: {store.hits} images read, {store.misses} encoded")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         order = epoch_order(len(dataset), cfg.seed, epoch)
