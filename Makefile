@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install demo test unit nbval reproduce notebooks lint clean
+.PHONY: install demo test unit nbval reproduce notebooks lint bench clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ reproduce: install
 # Rebuild notebooks/*.ipynb from the .py files and execute them with smoke (what nbval compares).
 notebooks: install
 	$(PY) -m tpslab.reproduce sync
+
+# Every benchmarks/bench_*.py at its --quick size (CSVs under results/benchmarks/), then one figure of them.
+# Under 10 minutes on a 2-core CPU; drop --quick in a script's own command line for the full sizes.
+bench: install
+	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script --quick; done
+	$(PY) benchmarks/plot_benchmarks.py --quick
 
 lint: install
 	$(VENV)/bin/ruff check tpslab tests

@@ -8,6 +8,20 @@ import torch
 torch.set_num_threads(1)  # the tiny model is faster on one thread, and CI has two cores
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_in_tmp(tmp_path_factory):
+    """Training's on-disk feature cache goes to a temporary folder, never to ~/.cache/tpslab."""
+    import os
+
+    old = os.environ.get("TPSLAB_CACHE")
+    os.environ["TPSLAB_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if old is None:
+        del os.environ["TPSLAB_CACHE"]
+    else:
+        os.environ["TPSLAB_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Both synthetic domains, 6 images per class, 64 px: {"train": meta, "heldout": meta}."""

@@ -1,4 +1,4 @@
-"""The command line: ``tpslab demo|train|evaluate|predict|prepare|reproduce`` (also ``python -m tpslab``).
+"""The command line: ``tpslab demo|train|evaluate|predict|prepare|reproduce|cache`` (also ``python -m tpslab``).
 
 Conventions shared by every subcommand: ``--method NAME`` (tps, clip, winclip, anomalyclip,
 musc; see :mod:`tpslab.methods`) where a detector runs, ``--profile NAME`` and repeatable ``--set
@@ -196,9 +196,26 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce(args.profile, out=args.out, data=args.data, only=args.only)
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``tpslab cache info|clear``: the on-disk feature cache of training (:mod:`tpslab.feature_cache`)."""
+    from tpslab import feature_cache
+
+    if args.action == "clear":
+        n = feature_cache.clear()
+        print(f"cleared {feature_cache.cache_root()} ({n} model folder(s) removed)")
+        return 0
+    got = feature_cache.info()
+    print(f"location: {got['root']} (set TPSLAB_CACHE to move it)")
+    print(f"size: {got['bytes'] / 2**20:.1f} MiB in {got['entries']} image(s); limit {got['limit_bytes'] / 2**30:.1f} "
+          "GiB (TPSLAB_CACHE_LIMIT_GB), least recently used evicted first")
+    for key, m in sorted(got["models"].items(), key=lambda kv: -kv[1]["bytes"]):
+        print(f"  {key}: {m['entries']} image(s), {m['bytes'] / 2**20:.1f} MiB: {m['what']}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "prepare": run_prepare,
-    "reproduce": cmd_reproduce,
+    "reproduce": cmd_reproduce, "cache": cmd_cache,
 }
 
 

@@ -205,4 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results folder (default: results/<profile>)")
     p.add_argument("--data", default=None, help="data root (default: $TPSLAB_DATA or ./data)")
     p.add_argument("--only", nargs="*", default=None, help="run only these notebooks, e.g. 00 02 (default: all)")
+
+    p = command("cache", "show or clear the on-disk cache of frozen CLIP features (training's cache_features)")
+    p.add_argument("action", choices=["info", "clear"], help="info: where, how big, per model; clear: delete all")
     return parser

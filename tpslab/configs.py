@@ -9,13 +9,22 @@ without importing torch or open_clip.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from tpslab.utils import SettingsDict, TPSLabError, check_fields
 
 AUPRO_METHODS = ("exact", "authors")  # "exact": every threshold; "authors": their 200 thresholds
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # evaluation forward: autocast dtype ("auto": fp32 CPU, bf16 CUDA)
+MAP_DTYPES = ("float16", "float32")  # maps on the host during evaluation
+CACHE_DTYPES = ("auto", "float16", "float32")  # frozen features on disk ("auto": float16 from 1 MiB per image)
 VARIANTS = ("paper", "authors-code")
+
+
+def default_workers() -> int:
+    """DataLoader workers when none are given: the number of cores, capped at 8."""
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 @dataclass
@@ -61,7 +70,8 @@ class TPSConfig(SettingsDict):
 
 
 
-NO_EFFECT_ON_RESULTS = ("device", "num_workers", "cache_features")  # TrainConfig fields a resumed run may change
+# TrainConfig fields a resumed run may change (they do not change the results)
+NO_EFFECT_ON_RESULTS = ("device", "num_workers", "cache_features", "disk_cache")
 
 
 @dataclass
@@ -75,8 +85,15 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
     seed: int = 111  # shuffling seed
     cache_features: bool = False  # compute frozen CLIP features once, reuse every epoch
+    disk_cache: bool = True  # with cache_features: also keep them on disk across runs ($TPSLAB_CACHE)
+    cache_dtype: str = "auto"  # features on disk: "float16", "float32"; "auto": float16 from 1 MiB per image
     num_workers: int = 0  # DataLoader workers (when not caching)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+
+    def __post_init__(self) -> None:
+        """Check the cache dtype."""
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise TPSLabError(f"cache_dtype must be one of {CACHE_DTYPES}, got {self.cache_dtype!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -96,11 +113,26 @@ class EvalConfig:
     sigma: float | None = None  # Gaussian smoothing of the maps in px; None = the method's reference protocol
     aupro_method: str = "exact"  # "exact" (every threshold) or "authors" (their 200 thresholds)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    precision: str = "auto"  # forward: "fp32", "bf16" or "fp16" autocast; "auto": fp32 on CPU, bf16 on CUDA
+    num_workers: int | None = None  # DataLoader workers decoding images; None: the cores, at most 8
+    map_dtype: str = "float16"  # maps on the host: "float16" (half the memory, counted) or "float32"
 
     def __post_init__(self) -> None:
-        """Check the AUPRO method."""
+        """Check the AUPRO method, the precision, the workers and the map dtype."""
         if self.aupro_method not in AUPRO_METHODS:
             raise TPSLabError(f"aupro_method must be one of {AUPRO_METHODS}, got {self.aupro_method!r}")
+        if self.precision not in PRECISIONS:
+            raise TPSLabError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.map_dtype not in MAP_DTYPES:
+            raise TPSLabError(f"map_dtype must be one of {MAP_DTYPES}, got {self.map_dtype!r}")
+        if self.num_workers is not None and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
+                                             or self.num_workers < 0):
+            raise TPSLabError(f"num_workers must be a whole number >= 0 or null, got {self.num_workers!r}")
+
+    @property
+    def workers(self) -> int:
+        """The DataLoader workers to use: ``num_workers``, or the number of cores capped at 8."""
+        return default_workers() if self.num_workers is None else self.num_workers
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalConfig:

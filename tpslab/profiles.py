@@ -127,7 +127,9 @@ class Profile:
         """What this profile's numbers are, printed under every figure title and atop every table."""
         synthetic = self.data.kind == "synthetic"
         if synthetic and self.model_config.pretrained is None:
-            return SYNTHETIC_LABEL
+            if self.model_config.backbone.startswith("tpslab-"):
+                return SYNTHETIC_LABEL
+            return f"synthetic data, {self.model_config.backbone} with random weights: not paper numbers"
         if synthetic:
             return f"synthetic data, profile {self.name}: not paper numbers"
         return f"tpslab, profile {self.name}"

@@ -25,6 +25,7 @@ from tpslab.backbone import ImageFeatures
 from tpslab.checkpoint import CHECKPOINT, data_record, load_state, read_checkpoint, save_checkpoint
 from tpslab.configs import NO_EFFECT_ON_RESULTS, TrainConfig
 from tpslab.data.dataset import AnomalyDataset
+from tpslab.feature_cache import FeatureStore, encode_cached
 from tpslab.losses import tps_loss
 from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_write_text, resolve_device
@@ -55,9 +56,14 @@ class Batch:
 
 
 class FeatureCache:
-    """All frozen features, masks and labels of a data set, held in memory."""
+    """All frozen features, masks and labels of a data set, held in memory (read from ``store`` where cached)."""
 
-    def __init__(self, model: Detector, dataset: AnomalyDataset, batch_size: int, device: torch.device, progress: bool):
+    def __init__(self, model: Detector, dataset: AnomalyDataset, batch_size: int, device: torch.device, progress: bool,
+                 store: FeatureStore | None = None):
+        found = encode_cached(model, dataset, batch_size, device, store, progress) if store else None
+        if found is not None:
+            self.feats, self.masks, self.labels, self.has_mask = found
+            return
         feats, masks, labels, has_mask = [], [], [], []
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
         for item in tqdm(loader, desc="caching CLIP features", disable=not progress, leave=False):
@@ -155,7 +161,10 @@ def train(
     log(f"model: {model.config.to_dict()}")
     log(f"training: {asdict(cfg)}; {len(dataset)} images on {device}")
     model.train()
-    cache = FeatureCache(model, dataset, cfg.batch_size, device, progress) if cfg.cache_features else None
+    store = FeatureStore(model, dtype=cfg.cache_dtype) if cfg.cache_features and cfg.disk_cache else None
+    cache = FeatureCache(model, dataset, cfg.batch_size, device, progress, store) if cfg.cache_features else None
+    if store is not None:
+        log(f"feature cache {store.dir}: {store.hits} images read, {store.misses} encoded")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         order = epoch_order(len(dataset), cfg.seed, epoch)

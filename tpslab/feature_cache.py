@@ -1,0 +1,255 @@
+"""Frozen CLIP features kept on disk across runs, keyed by what they depend on.
+
+CLIP is frozen and TPS (and AnomalyCLIP) use no augmentation, so an image's features depend
+only on the model's frozen part and the image file. Training with ``cache_features`` looks
+them up here first (the notebooks' ablation rows and repeated runs then encode each image
+once). Layout under :func:`cache_root` (``$TPSLAB_CACHE``, else ``~/.cache/tpslab``)::
+
+    <model key>/spec.json          what the key stands for (backbone, weights, size, kind, ...)
+    <model key>/<k[:2]>/<k>.pt     one image: embedding, patches, mask, label, has_mask
+
+The model key hashes the backbone name, the weights (tag, or a file's path, size and mtime;
+random weights: their seed), the image size, the position-grid resize, the selected blocks,
+the feature kind (the method's encoder: TPS patch tokens or AnomalyCLIP's DPAM V-V tokens,
+the image embedding, DPAM's first block), the preprocessing and the versions of tpslab's
+feature code and open_clip. An image's key hashes its file's and its mask's path, size and
+mtime, and its label. Entries are written atomically (a reader never sees half a file) and
+evicted least recently used first beyond the size limit (``$TPSLAB_CACHE_LIMIT_GB``, default
+20). Features are stored as float16 when an image's features take 1 MiB or more (CLIP sizes)
+and as float32 below (small test models, where the rounding would show), or as chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tpslab.backbone import ImageFeatures
+from tpslab.configs import CACHE_DTYPES  # noqa: F401 - re-exported
+from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
+
+FEATURE_VERSION = 1  # bump when the feature code changes what it computes
+DEFAULT_LIMIT_GB = 20.0
+HALF_FROM_BYTES = 1 << 20  # "auto": float16 when an image's float32 features take at least this
+
+
+def cache_root() -> Path:
+    """The cache folder: ``$TPSLAB_CACHE``, else ``~/.cache/tpslab``."""
+    return Path(os.environ.get("TPSLAB_CACHE") or Path.home() / ".cache" / "tpslab").expanduser()
+
+
+def cache_limit() -> int:
+    """The size limit in bytes: ``$TPSLAB_CACHE_LIMIT_GB`` (GiB, default 20)."""
+    text = os.environ.get("TPSLAB_CACHE_LIMIT_GB") or str(DEFAULT_LIMIT_GB)
+    try:
+        return int(float(text) * 2**30)
+    except ValueError as err:
+        raise TPSLabError(f"TPSLAB_CACHE_LIMIT_GB={text!r}: expected a number of GiB") from err
+
+
+def _stamp(path: Path) -> list[Any]:
+    """A file's identity for the key: absolute path, size and mtime (ns)."""
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_spec(model: Any) -> dict[str, Any]:
+    """What a model's frozen image features depend on (the model part of the key)."""
+    import open_clip
+
+    cfg = model.config.to_dict()
+    pretrained = cfg.get("pretrained")
+    weights: Any = pretrained or f"random, seed {cfg.get('seed')}"
+    if pretrained and Path(pretrained).is_file():
+        weights = _stamp(Path(pretrained))
+    return {"version": FEATURE_VERSION, "open_clip": open_clip.__version__, "backbone": cfg.get("backbone"),
+            "weights": weights, "image_size": model.image_size, "pos_resize": cfg.get("pos_resize"),
+            "quick_gelu": cfg.get("quick_gelu"), "layers": list(model.backbone.layers),
+            "kind": f"{type(model).__module__}.{type(model).__qualname__}.encode_images",
+            "image_embedding": cfg.get("image_embedding"), "dpam_start": cfg.get("dpam_start"),
+            "preprocess": repr(model.preprocess)}
+
+
+def sample_of(dataset: Any, index: int) -> tuple[Any, dict[str, Any]] | None:
+    """(meta, sample) behind item ``index`` of an AnomalyDataset or a Subset of one; None for other data sets."""
+    from torch.utils.data import Subset
+
+    while isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, dataset.indices[index]
+    if not (hasattr(dataset, "samples") and hasattr(dataset, "meta")):
+        return None
+    return dataset.meta, dataset.samples[index]
+
+
+@dataclass
+class Entry:
+    """One image's cached features and targets (CPU tensors)."""
+
+    embedding: torch.Tensor  # (D,)
+    patches: torch.Tensor  # (layers, L, D)
+    mask: torch.Tensor  # (S, S) bool
+    label: int
+    has_mask: bool
+
+
+class FeatureStore:
+    """The on-disk features of one model (one model key) under a cache root.
+
+    Args:
+        model: a detector with ``config``, ``backbone``, ``image_size``, ``preprocess`` (TPS, AnomalyCLIP).
+        root: the cache folder (default :func:`cache_root`).
+        dtype: ``"auto"``, ``"float16"`` or ``"float32"``: how features are stored.
+    """
+
+    def __init__(self, model: Any, root: Path | None = None, dtype: str = "auto") -> None:
+        if dtype not in CACHE_DTYPES:
+            raise TPSLabError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
+        self.root = Path(root) if root else cache_root()
+        self.spec = model_spec(model)
+        self.dir = self.root / _digest(self.spec)[:24]
+        self.dtype = dtype
+        self.hits = self.misses = 0
+
+    def key(self, meta: Any, sample: dict[str, Any]) -> str:
+        """An image's key: its file's and mask's path, size and mtime, and its label."""
+        parts = [_stamp(meta.path(sample["img_path"])), int(sample["anomaly"])]
+        if sample.get("mask_path"):
+            parts.append(_stamp(meta.path(sample["mask_path"])))
+        return _digest(parts)
+
+    def path(self, key: str) -> Path:
+        """Where an image's entry lives."""
+        return self.dir / key[:2] / f"{key}.pt"
+
+    def load(self, key: str) -> Entry | None:
+        """The entry of ``key`` (marked as recently used), or None if absent or unreadable."""
+        path = self.path(key)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            os.utime(path)  # least recently used = oldest mtime
+        except (OSError, RuntimeError, EOFError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return Entry(data["embedding"].float(), data["patches"].float(), data["mask"], int(data["label"]),
+                     bool(data["has_mask"]))
+
+    def storage_dtype(self, patches: torch.Tensor) -> torch.dtype:
+        """The dtype features are stored in (see the module docstring)."""
+        if self.dtype == "auto":
+            return torch.float16 if patches.numel() * 4 >= HALF_FROM_BYTES else torch.float32
+        return getattr(torch, self.dtype)
+
+    def save(self, key: str, entry: Entry) -> Entry:
+        """Write an entry atomically; return it as it reads back (rounded to the storage dtype)."""
+        if not (self.dir / "spec.json").is_file():
+            atomic_write_text(self.dir / "spec.json", json.dumps(self.spec, indent=1, default=str))
+        dtype = self.storage_dtype(entry.patches)
+        data = {"embedding": entry.embedding.to("cpu", dtype).contiguous(),
+                "patches": entry.patches.to("cpu", dtype).contiguous(), "mask": entry.mask.cpu().bool(),
+                "label": entry.label, "has_mask": entry.has_mask}
+        with atomic_path(self.path(key)) as tmp:
+            torch.save(data, tmp)
+        return Entry(data["embedding"].float(), data["patches"].float(), data["mask"], entry.label, entry.has_mask)
+
+
+def entries(root: Path | None = None) -> list[tuple[Path, os.stat_result]]:
+    """Every cached image file under ``root`` with its stat (temporary files excluded)."""
+    root = Path(root) if root else cache_root()
+    if not root.is_dir():
+        return []
+    return [(p, p.stat()) for p in root.glob("*/*/*.pt") if not p.name.startswith(".")]
+
+
+def evict(limit: int | None = None, root: Path | None = None) -> int:
+    """Delete least recently used entries until the cache is within ``limit`` bytes; return how many."""
+    limit = cache_limit() if limit is None else limit
+    files = sorted(entries(root), key=lambda e: e[1].st_mtime_ns)
+    total = sum(st.st_size for _, st in files)
+    removed = 0
+    for path, st in files:
+        if total <= limit:
+            break
+        path.unlink(missing_ok=True)
+        total -= st.st_size
+        removed += 1
+    return removed
+
+
+def info(root: Path | None = None) -> dict[str, Any]:
+    """Location, limit, size and, per model key, its spec summary, entries and bytes."""
+    root = Path(root) if root else cache_root()
+    models: dict[str, dict[str, Any]] = {}
+    for path, st in entries(root):
+        m = models.setdefault(path.parent.parent.name, {"entries": 0, "bytes": 0})
+        m["entries"] += 1
+        m["bytes"] += st.st_size
+    for key, m in models.items():
+        spec_file = root / key / "spec.json"
+        spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
+        m["what"] = (f"{spec.get('backbone')} {spec.get('weights')} @{spec.get('image_size')} "
+                     f"{str(spec.get('kind', '?')).split('.')[-2]} blocks {spec.get('layers')}")
+    return {"root": str(root), "limit_bytes": cache_limit(), "entries": sum(m["entries"] for m in models.values()),
+            "bytes": sum(m["bytes"] for m in models.values()), "models": models}
+
+
+def clear(root: Path | None = None) -> int:
+    """Delete every model folder of the cache (those holding a ``spec.json`` or entries); return how many."""
+    root = Path(root) if root else cache_root()
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in root.iterdir():
+        if folder.is_dir() and ((folder / "spec.json").is_file() or any(folder.glob("*/*.pt"))):
+            shutil.rmtree(folder)
+            removed += 1
+    return removed
+
+
+def encode_cached(model: Any, dataset: Any, batch_size: int, device: torch.device, store: FeatureStore,
+                  progress: bool = False) -> tuple[ImageFeatures, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Features, masks, labels and has_mask of every item, from ``store`` where cached, else encoded and stored.
+
+    Cold and warm runs give identical features: fresh ones are rounded to the storage dtype as
+    they are stored. Returns None if ``dataset`` is not an AnomalyDataset (or a Subset of one).
+    Evicts beyond the limit at the end.
+    """
+    from torch.utils.data import DataLoader, Subset
+    from tqdm.auto import tqdm
+
+    samples = [sample_of(dataset, i) for i in range(len(dataset))]
+    if any(s is None for s in samples):
+        return None
+    keys = [store.key(meta, sample) for meta, sample in samples]  # type: ignore[misc]
+    got: list[Entry | None] = [store.load(k) for k in keys]
+    missing = [i for i, e in enumerate(got) if e is None]
+    loader = DataLoader(Subset(dataset, missing), batch_size=batch_size, shuffle=False)
+    done = 0
+    for item in tqdm(loader, desc="caching CLIP features", disable=not progress or not missing, leave=False):
+        with torch.no_grad():
+            feats = model.encode_images(item["image"].to(device))
+        patches = torch.stack(feats.patches, dim=1)  # (B, layers, L, D)
+        for j in range(len(item["image"])):
+            i = missing[done + j]
+            fresh = Entry(feats.embedding[j], patches[j], item["mask"][j] > 0.5, int(item["label"][j]),
+                          bool(item["has_mask"][j]))
+            got[i] = store.save(keys[i], fresh)
+        done += len(item["image"])
+    evict()
+    ready = [e for e in got if e is not None]
+    patches = torch.stack([e.patches for e in ready]).to(device)  # (N, layers, L, D)
+    feats = ImageFeatures(torch.stack([e.embedding for e in ready]).to(device),
+                          [patches[:, k] for k in range(patches.shape[1])])
+    return (feats, torch.stack([e.mask for e in ready]).float(), torch.tensor([e.label for e in ready]),
+            torch.tensor([e.has_mask for e in ready]))
