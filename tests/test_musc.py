@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from tpslab.data.dataset import mask_to_tensor
 from tpslab.methods import build_method
-from tpslab.methods.musc import MuSc, Settings, binarise_masks, mutual_maps, upsample_maps
+from tpslab.methods.musc import MuSc, Settings, mutual_maps, upsample_maps
 from tpslab.methods.musc_ops import auto_group_size, deal_groups, lnamd, msm, msm_ranks, nearest_distances, rscin
 from tpslab.utils import TPSLabError
 
@@ -277,7 +279,20 @@ def test_reference_position_grid_is_bicubic_without_antialias(tiny_musc):
     assert out.anomaly_maps.shape == (5, 96, 96)
 
 
-def test_mask_rules():
-    m = torch.tensor([0.0, 0.5, 0.51, 0.999, 1.0])
-    assert binarise_masks(m).tolist() == [0, 0, 1, 1, 1]
-    assert binarise_masks(m, "eq_one").tolist() == [0, 0, 0, 0, 1]
+def test_mask_rules(tiny_data):
+    square = np.tile([0.0, 0.5, 0.51, 0.999, 1.0], (5, 1))  # (5, 5), already at its size: only the rule
+    assert mask_to_tensor(square, 5)[0].tolist() == [0, 0, 1, 1, 1]
+    assert mask_to_tensor(square, 5, "eq_one")[0].tolist() == [0, 0, 0, 0, 1]
+    with pytest.raises(TPSLabError, match="mask rule"):
+        mask_to_tensor(square, 5, "round")
+    # evaluation asks the method: MuSc's "eq_one" setting erodes the masks it is scored against
+    from tpslab.data.dataset import AnomalyDataset
+    from tpslab.methods import build_method
+
+    musc = build_method("musc", backbone="tpslab-tiny", pretrained=None, image_size=None, masks="eq_one")
+    assert musc.mask_rule == "eq_one" and build_method("clip", backbone="tpslab-tiny", pretrained=None,
+                                                         image_size=None).mask_rule == "gt_half"
+    half = AnomalyDataset(tiny_data["heldout"], 64)
+    one = AnomalyDataset(tiny_data["heldout"], 64, mask_rule="eq_one")
+    i = next(k for k, s in enumerate(half.samples) if s["mask_path"])
+    assert one[i]["mask"].sum() <= half[i]["mask"].sum()

@@ -197,7 +197,7 @@ def evaluate(model: Detector, meta: Meta | str | Path, split: str = "test", clas
     sigma = model.protocol.sigma if sigma is None else sigma
     rows = []
     for cls in classes or meta.classes(split):
-        ds = AnomalyDataset(meta, model.image_size, split, [cls])
+        ds = AnomalyDataset(meta, model.image_size, split, [cls], mask_rule=model.mask_rule)
         got = _Collector(keep_maps=on_class is not None)
         for item, scores, maps in stream_maps(model, ds, batch_size, sigma, device, precision, num_workers,
                                               map_dtype, progress, f"{name}/{cls}", timer):

@@ -20,6 +20,7 @@ from torchvision import transforms as T
 
 from tpslab.data.images import as_rgb, load_image, load_mask
 from tpslab.data.meta import Meta, load_meta
+from tpslab.utils import TPSLabError
 
 
 def image_transform(size: int, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD) -> Callable:
@@ -38,12 +39,26 @@ def to_rgb(image: torch.Tensor, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD
     return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def mask_to_tensor(mask: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W) float mask in [0, 1] -> (size, size) {0, 1} tensor (bilinear resize, > 0.5)."""
+MASK_RULES = ("gt_half", "eq_one")  # how a resized mask is binarised (see mask_to_tensor)
+
+
+def mask_to_tensor(mask: np.ndarray, size: int, rule: str = "gt_half") -> torch.Tensor:
+    """(H, W) float mask in [0, 1] -> (size, size) {0, 1} tensor: bilinear resize, then binarised.
+
+    ``rule="gt_half"``: ``> 0.5``, as every method is scored by default. ``"eq_one"``: only pixels
+    that are exactly 1 after the resize, MuSc's reference (``astype(np.int32)`` after a bilinear
+    resize, musc.py:253), which erodes each defect's boundary.
+
+    >>> mask_to_tensor(np.array([[0.0, 1.0], [1.0, 1.0]]), 4, "eq_one").sum() < mask_to_tensor(
+    ...     np.array([[0.0, 1.0], [1.0, 1.0]]), 4).sum()
+    tensor(True)
+    """
+    if rule not in MASK_RULES:
+        raise TPSLabError(f"mask rule must be one of {MASK_RULES}, got {rule!r}")
     t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
     if t.shape[-2:] != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    return (t[0, 0] > 0.5).float()
+    return ((t[0, 0] > 0.5) if rule == "gt_half" else (t[0, 0] >= 1.0)).float()
 
 
 class AnomalyDataset(Dataset):
@@ -61,7 +76,9 @@ class AnomalyDataset(Dataset):
     """
 
     def __init__(self, meta: Meta | str | os.PathLike, image_size: int, split: str = "test",
-                 classes: list[str] | None = None, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD):
+                 classes: list[str] | None = None, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD,
+                 mask_rule: str = "gt_half"):
+        self.mask_rule = mask_rule  # see mask_to_tensor
         self.meta = meta if isinstance(meta, Meta) else load_meta(meta)
         self.split = split
         self.samples = self.meta.samples(split, classes)
@@ -78,7 +95,7 @@ class AnomalyDataset(Dataset):
         image = self.transform(load_image(self.meta.path(s["img_path"])))
         has_mask = bool(s["mask_path"]) or s["anomaly"] == 0
         if s["mask_path"]:
-            mask = mask_to_tensor(load_mask(self.meta.path(s["mask_path"])), self.image_size)
+            mask = mask_to_tensor(load_mask(self.meta.path(s["mask_path"])), self.image_size, self.mask_rule)
         else:
             mask = torch.zeros(self.image_size, self.image_size)
         return {"image": image, "mask": mask, "has_mask": has_mask, "label": int(s["anomaly"]),

@@ -100,6 +100,11 @@ class Detector(nn.Module):
         """The method's reference evaluation protocol."""
         raise NotImplementedError
 
+    @property
+    def mask_rule(self) -> str:
+        """How evaluation binarises resized masks: ``"gt_half"`` (> 0.5) for every method, unless one asks."""
+        return "gt_half"
+
     def predict(self, images: torch.Tensor, class_names: list[str] | None = None) -> Prediction:
         """Image scores in [0, 1] and unsmoothed maps at the input size.
 

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from tpslab.backbone import Backbone, build_backbone, default_layers
+from tpslab.data.dataset import MASK_RULES
 from tpslab.methods.base import Detector, EvalProtocol, Prediction
 from tpslab.methods.musc_ops import (
     HALF_DTYPES,
@@ -57,7 +58,6 @@ from tpslab.utils import SettingsDict, TPSLabError
 
 log = logging.getLogger(__name__)
 
-MASK_RULES = ("gt_half", "eq_one")
 POS_RESIZE = ("bicubic", "open_clip", "bilinear")
 
 
@@ -110,22 +110,6 @@ def reference_k_list(dataset: str) -> tuple[int, ...]:
     """
     return (1, 8, 9) if dataset.lower() == "visa" else (1, 2, 3)
 
-
-def binarise_masks(masks: torch.Tensor, rule: str = "gt_half") -> torch.Tensor:
-    """Resized ground-truth masks (values in [0, 1]) -> {0, 1}.
-
-    ``"gt_half"``: ``> 0.5``, as every tpslab method. ``"eq_one"``: only pixels exactly 1.0,
-    the reference's ``astype(np.int32)`` truncation after a bilinear resize (musc.py:253),
-    which erodes each defect's boundary.
-
-    >>> binarise_masks(torch.tensor([0.2, 0.7, 1.0]), "eq_one")
-    tensor([0., 0., 1.])
-    """
-    if rule == "gt_half":
-        return (masks > 0.5).float()
-    if rule == "eq_one":
-        return (masks >= 1.0).float()
-    raise TPSLabError(f"mask rule must be one of {MASK_RULES}, got {rule!r}")
 
 
 def mutual_maps(
@@ -195,6 +179,11 @@ class MuSc(Detector):
             raise TPSLabError(f"blocks {self.blocks} out of range for {self.backbone.name} "
                               f"({self.backbone.num_blocks} blocks)")
         self.preprocess = make_preprocess(self.backbone)
+
+    @property
+    def mask_rule(self) -> str:
+        """How evaluation binarises the resized masks (``settings.masks``; ``"eq_one"`` = the reference)."""
+        return self.settings.masks
 
     @property
     def protocol(self) -> EvalProtocol:
