@@ -119,7 +119,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a few images per model (CI; about a minute on a CPU)")
     ap.add_argument("--done-when", action="store_true", help="issue 13's measurement: 60 images, ref24 at 518 px")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores, at most 8)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="DataLoader workers (default: cores, at most 8, on CUDA; 0 on CPU)")
     ap.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
     ap.add_argument("--models", nargs="*", default=None, help="only these cases, e.g. tiny@64")
     ap.add_argument("--out", default=str(RESULTS), help="folder of the CSV")
@@ -130,7 +131,7 @@ def main() -> None:
         return
     from tpslab.inference import default_workers
 
-    workers = default_workers() if args.workers is None else args.workers
+    workers = default_workers(args.device) if args.workers is None else args.workers
     column = 2 if args.device.startswith("cuda") else 0 if args.quick else 1
     cases = [DONE_WHEN] if args.done_when else [c for c in CASES if not args.models or c[0] in args.models]
     rows = []

@@ -40,9 +40,15 @@ MAP_DTYPES = ("float16", "float32")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def default_workers() -> int:
-    """DataLoader workers when none are given: the number of cores, capped at 8."""
-    return max(1, min(os.cpu_count() or 1, 8))
+def default_workers(device: torch.device | str = "cuda") -> int:
+    """DataLoader workers when none are given: on CUDA the number of cores, capped at 8; on the CPU none.
+
+    On the CPU, worker processes compete with torch's own threads for the cores during the
+    forward: measured on 2 cores (60 images at 518 px, a 24-block ViT), evaluation took
+    1.09x the CLIP forward without workers and 1.4-1.6x with two, while decoding the images
+    in the main process took 0.4 s in all.
+    """
+    return max(1, min(os.cpu_count() or 1, 8)) if torch.device(device).type == "cuda" else 0
 
 
 def resolve_precision(precision: str, device: torch.device | str, transductive: bool = False) -> str:
