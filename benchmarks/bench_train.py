@@ -31,7 +31,7 @@ import torch
 
 RESULTS = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results")) / "benchmarks"
 # (label, backbone, image size, images quick / full, batch size)
-CASES = [("tiny@64", "tpslab-tiny", 64, (64, 400), 8), ("ViT-B-16@224", "ViT-B-16", 224, (8, 48), 8)]
+CASES = [("tiny@64", "tpslab-tiny", 64, (64, 400), 8), ("ViT-B-16@224", "ViT-B-16", 224, (16, 48), 8)]
 
 
 def measure(label: str, backbone: str, size: int, n: int, batch: int, device: str, tmp: Path) -> list[dict]:
@@ -42,7 +42,7 @@ def measure(label: str, backbone: str, size: int, n: int, batch: int, device: st
     from tpslab.train import TrainConfig, train
 
     dev = torch.device(device)
-    meta = make_synthetic(tmp / f"data-{n}", domain="train", n_per_class=max(1, n // 8), image_size=256,
+    meta = make_synthetic(tmp / f"data-{n}", domain="train", n_per_class=max(2, n // 8), image_size=256,
                           progress=False)
     ds = AnomalyDataset(meta, size)
     rows = []

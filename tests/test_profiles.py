@@ -35,7 +35,7 @@ def test_section_values_are_checked():
 
 def test_built_in_profiles_load_typed():
     smoke = load_profile("smoke")
-    assert smoke.evaluate == EvalConfig(batch_size=32, aupro_method="exact", num_workers=0)
+    assert smoke.evaluate == EvalConfig(batch_size=32, aupro_method="exact")
     assert smoke.data.kind == "synthetic" and smoke.data.synthetic["n_per_class"] == 250
     assert smoke.notebooks.explain_images == 96 and smoke.ablation.train == {"epochs": 5}
     paper = load_profile("paper")

@@ -22,9 +22,12 @@ CACHE_DTYPES = ("auto", "float16", "float32")  # frozen features on disk ("auto"
 VARIANTS = ("paper", "authors-code")
 
 
-def default_workers() -> int:
-    """DataLoader workers when none are given: the number of cores, capped at 8."""
-    return max(1, min(os.cpu_count() or 1, 8))
+def default_workers(device_type: str = "cuda") -> int:
+    """DataLoader workers when none are given: on CUDA the cores, capped at 8; on the CPU none.
+
+    (On a 2-core CPU, worker processes slowed the forward more than decoding in the main process costs.)
+    """
+    return max(1, min(os.cpu_count() or 1, 8)) if device_type == "cuda" else 0
 
 
 @dataclass
@@ -114,7 +117,7 @@ class EvalConfig:
     aupro_method: str = "exact"  # "exact" (every threshold) or "authors" (their 200 thresholds)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     precision: str = "auto"  # forward: "fp32", "bf16" or "fp16" autocast; "auto": fp32 on CPU, bf16 on CUDA
-    num_workers: int | None = None  # DataLoader workers decoding images; None: the cores, at most 8
+    num_workers: int | None = None  # DataLoader workers decoding images; None: the cores (at most 8) on CUDA, 0 on CPU
     map_dtype: str = "float16"  # maps on the host: "float16" (half the memory, counted) or "float32"
 
     def __post_init__(self) -> None:
@@ -131,8 +134,12 @@ class EvalConfig:
 
     @property
     def workers(self) -> int:
-        """The DataLoader workers to use: ``num_workers``, or the number of cores capped at 8."""
-        return default_workers() if self.num_workers is None else self.num_workers
+        """The DataLoader workers to use: ``num_workers``, or :func:`default_workers` on the device."""
+        if self.num_workers is not None:
+            return self.num_workers
+        from tpslab.utils import resolve_device
+
+        return default_workers(resolve_device(self.device).type)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalConfig:

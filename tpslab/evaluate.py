@@ -55,7 +55,7 @@ class ClassPredictions:
     """Everything predicted for one class (numpy arrays)."""
 
     scores: np.ndarray  # (N,)
-    maps: np.ndarray  # (N, H, W), smoothed (float32, or float16 as evaluate's map_dtype)
+    maps: np.ndarray  # (N, H, W), smoothed, float32 (float16 from predict_dataset(map_dtype="float16"))
     labels: np.ndarray  # (N,)
     masks: np.ndarray  # (N, H, W) in {0, 1}
     has_mask: np.ndarray  # (N,) bool
@@ -69,9 +69,10 @@ class _Collector:
     maps and masks are kept only when asked for.
     """
 
-    def __init__(self, keep_maps: bool) -> None:
+    def __init__(self, keep_maps: bool, pool_dtype: torch.dtype | None = None) -> None:
         self.pool = PixelPool()
         self.keep_maps = keep_maps
+        self.pool_dtype = pool_dtype  # what the pool gets (None: the maps as they come)
         self.scores: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.has_mask: list[np.ndarray] = []
@@ -84,7 +85,8 @@ class _Collector:
         has_mask = item["has_mask"].numpy().astype(bool)
         masks = item["mask"].numpy() > 0.5
         if has_mask.any():
-            self.pool.update(masks[has_mask], maps.numpy()[has_mask])
+            pooled = maps if self.pool_dtype is None else maps.to(self.pool_dtype)
+            self.pool.update(masks[has_mask], pooled.numpy()[has_mask])
         self.scores.append(scores)
         self.labels.append(item["label"].numpy())
         self.has_mask.append(has_mask)
@@ -166,8 +168,8 @@ def evaluate(model: Detector, meta: Meta | str | Path, split: str = "test", clas
     per image of a class (S x S maps, ``a`` anomalous pixels): float16 maps about ``12 a`` bytes
     (about 64 kB at 518 px with 2 % anomalous; the normal pixels go into one fixed 0.5 MB
     histogram), float32 maps about ``4 S^2`` bytes (1.1 MB at 518 px), plus one batch of
-    images and maps; with ``on_class``, also the maps (``2 S^2`` bytes as float16) and masks
-    (``S^2``) of the class, which the callback gets.
+    images and maps; with ``on_class``, also the float32 maps (``4 S^2`` bytes) and masks
+    (``S^2``) of the class, which the callback gets (the metrics still see ``map_dtype``).
 
     Args:
         model: the model.
@@ -198,9 +200,10 @@ def evaluate(model: Detector, meta: Meta | str | Path, split: str = "test", clas
     rows = []
     for cls in classes or meta.classes(split):
         ds = AnomalyDataset(meta, model.image_size, split, [cls], mask_rule=model.mask_rule)
-        got = _Collector(keep_maps=on_class is not None)
+        got = _Collector(keep_maps=on_class is not None, pool_dtype=getattr(torch, map_dtype))
+        host_dtype = "float32" if on_class is not None else map_dtype  # the callback gets float32 maps
         for item, scores, maps in stream_maps(model, ds, batch_size, sigma, device, precision, num_workers,
-                                              map_dtype, progress, f"{name}/{cls}", timer):
+                                              host_dtype, progress, f"{name}/{cls}", timer):
             with timer.stage("metrics") if timer else nullcontext():
                 got.add(item, scores, maps)
         with timer.stage("metrics") if timer else nullcontext():

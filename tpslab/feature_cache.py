@@ -222,7 +222,8 @@ def encode_cached(model: Any, dataset: Any, batch_size: int, device: torch.devic
     """Features, masks, labels and has_mask of every item, from ``store`` where cached, else encoded and stored.
 
     Cold and warm runs give identical features: fresh ones are rounded to the storage dtype as
-    they are stored. Returns None if ``dataset`` is not an AnomalyDataset (or a Subset of one).
+    they are stored. Returns None if ``dataset`` is not an AnomalyDataset (or a Subset of one) or
+    a file cannot be read.
     Evicts beyond the limit at the end.
     """
     from torch.utils.data import DataLoader, Subset
@@ -231,7 +232,10 @@ def encode_cached(model: Any, dataset: Any, batch_size: int, device: torch.devic
     samples = [sample_of(dataset, i) for i in range(len(dataset))]
     if any(s is None for s in samples):
         return None
-    keys = [store.key(meta, sample) for meta, sample in samples]  # type: ignore[misc]
+    try:
+        keys = [store.key(meta, sample) for meta, sample in samples]  # type: ignore[misc]
+    except OSError:
+        return None  # a missing file: the plain path reports it as loading does
     got: list[Entry | None] = [store.load(k) for k in keys]
     missing = [i for i, e in enumerate(got) if e is None]
     loader = DataLoader(Subset(dataset, missing), batch_size=batch_size, shuffle=False)

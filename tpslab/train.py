@@ -164,7 +164,7 @@ def train(
     store = FeatureStore(model, dtype=cfg.cache_dtype) if cfg.cache_features and cfg.disk_cache else None
     cache = FeatureCache(model, dataset, cfg.batch_size, device, progress, store) if cfg.cache_features else None
     if store is not None:
-        log(f"feature cache {store.dir}: {store.hits} images read, {store.misses} encoded")
+        log(f"feature cache: {store.hits} images read, {store.misses} encoded (see `tpslab cache info`)")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         order = epoch_order(len(dataset), cfg.seed, epoch)
