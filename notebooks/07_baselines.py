@@ -75,6 +75,11 @@ print(sentences(shown.classes[0]))
 pred = clip.predict(shown.images.to(lab.device), shown.classes)
 print("image scores:", [round(float(s), 3) for s in pred.image_scores])
 
+# %% [markdown]
+# **What to see:** each image, its mask and CLIP's map (as evaluated, smoothed). On real
+# weights the map lights up on edges and textures more than on defects; on `smoke` it is noise
+# around 0.5, since the random text encoder gives the two sentences no meaning.
+
 # %%
 lab.save_figure(viz.example_figure(clip, shown, "CLIP: two sentences per class", lab.label, device=lab.device),
                 "07_clip_examples")
@@ -99,6 +104,12 @@ normal, anomalous = prompt_ensemble(one.classes[0], winclip.settings.templates)
 print(f"{len(normal)} normal and {len(anomalous)} anomalous sentences, e.g. {normal[1]!r} / {anomalous[0]!r}")
 parts = explain_windows(winclip, one.images[0].to(lab.device), one.classes[0])
 print(window_summary(parts))
+
+# %% [markdown]
+# **What to see:** top left, one score per window at its centre, for each scale; below, the
+# per-patch harmonic means; the image score as the coarsest scale; right, their harmonic mean
+# (the zero-shot map) and the map upsampled over the image. All panels share one colour scale,
+# so you can see the harmonic mean pulling every patch towards its lowest window.
 
 # %%
 lab.save_figure(plot_windows(winclip, one.images[0].to(lab.device), one.classes[0], parts, lab.label),
@@ -125,6 +136,11 @@ grid = anomalyclip.backbone.grid_size
 patch = int(F.adaptive_avg_pool2d(one.items[0]["mask"][None], grid).flatten().argmax())  # the most defective patch
 att = attention_weights(anomalyclip.backbone, one.images.to(lab.device), block)
 print(f"block {block}, patch {patch}:", attention_summary(att, patch))
+
+# %% [markdown]
+# **What to see:** with q-k attention the defect patch spreads its weight over the whole grid;
+# with V-V attention most of it stays on the patch itself and its neighbours (compare the
+# `self` weights printed above). Then AnomalyCLIP's maps after training, as evaluated.
 
 # %%
 lab.save_figure(plot_attention(one.images[0], att, patch, block, anomalyclip.backbone.mean_std, lab.label),
@@ -158,6 +174,12 @@ scores = msm(features, query=[query])[0]  # (L,)
 inside = F.adaptive_avg_pool2d(members.items[query]["mask"][None], musc.backbone.grid_size).flatten() > 0.5
 print(f"class {cls}: {len(members.items)} images; mean mutual score of the image's defect patches "
       f"{float(scores[inside].mean()):.3f}, of its other patches {float(scores[~inside].mean()):.3f}")
+
+# %% [markdown]
+# **What to see:** in the middle, one row per patch (most anomalous first), one column per other
+# image: the defect's patches (top rows) are far from every image's nearest patch, normal
+# patches find a close match in most images. On the right, each row's mean of the smallest 30 %
+# as a map: it peaks on the outlined defect.
 
 # %%
 lab.save_figure(plot_mutual_scores(members.images[query], distances, scores, members.masks[query],

@@ -34,7 +34,7 @@ from torch import nn
 
 from tpslab.backbone import Backbone, ImageFeatures, build_backbone
 from tpslab.configs import VARIANTS, TPSConfig  # noqa: F401 - re-exported: tpslab.model.TPSConfig
-from tpslab.methods.base import Detector, EvalProtocol, Prediction, scaled_sigma
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, scaled_sigma
 from tpslab.pathway import Pathway
 from tpslab.prompts import (
     FIXED_GLOBAL,
@@ -115,6 +115,16 @@ def upsample_probs(logits: torch.Tensor, size: int) -> torch.Tensor:
 def anomaly_map(layer_probs: list[torch.Tensor]) -> torch.Tensor:
     """Sum over layers of (S_a + 1 - S_n) / 2; each entry (B, 2, H, W) -> (B, H, W)."""
     return sum((p[:, 1] + 1 - p[:, 0]) / 2 for p in layer_probs)
+
+
+def output_to_prediction(out: TPSOutput, size: int, return_layers: bool = False) -> Prediction:
+    """Logits -> what ``predict`` returns: image scores ``C[anomalous]`` and the map at ``size`` x ``size``.
+
+    Shared by TPS and AnomalyCLIP (same scores, different features and prompts).
+    """
+    probs = [upsample_probs(p, size) for p in out.patch_logits]  # (B, 2, S, S) each
+    extras = {"layer_probs": probs} if return_layers else {}
+    return Prediction(out.image_logits.softmax(-1)[:, 1], anomaly_map(probs), extras)
 
 
 SIGMA_AT_518 = 4.0  # the authors' test code smooths 518 px maps with a Gaussian of sigma 4
@@ -248,16 +258,9 @@ class TPS(Detector):
             class_names: ignored (TPS's prompts are object-agnostic).
             return_layers: also return each layer's probabilities in ``extras["layer_probs"]``.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             out = self.forward_features(self.encode_images(images))
-        finally:
-            self.train(was_training)
-        size = images.shape[-1]
-        probs = [upsample_probs(p, size) for p in out.patch_logits]  # (B, 2, S, S) each
-        extras = {"layer_probs": probs} if return_layers else {}
-        return Prediction(out.image_logits.softmax(-1)[:, 1], anomaly_map(probs), extras)
+        return output_to_prediction(out, images.shape[-1], return_layers)
 
 
 def make_preprocess(backbone: Backbone):

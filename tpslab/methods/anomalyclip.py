@@ -38,8 +38,8 @@ from torch import nn
 
 from tpslab import prompts as P
 from tpslab.backbone import Backbone, ImageFeatures, load_clip
-from tpslab.methods.base import Detector, EvalProtocol, Prediction, scaled_sigma
-from tpslab.model import TPSOutput, anomaly_map, image_logits, make_preprocess, patch_logits, upsample_probs
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, scaled_sigma
+from tpslab.model import TPSOutput, image_logits, make_preprocess, output_to_prediction, patch_logits
 from tpslab.utils import SettingsDict, TPSLabError
 
 STATES = ("{}", "damaged {}")  # (normal, anomalous); "{}" is the object-agnostic noun
@@ -163,14 +163,9 @@ class AnomalyCLIP(Detector):
             images: (B, 3, S, S), preprocessed with ``self.preprocess``.
             class_names: ignored (the prompts are object-agnostic).
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             out = self.forward_features(self.encode_images(images))
-        finally:
-            self.train(was_training)
-        probs = [upsample_probs(p, images.shape[-1]) for p in out.patch_logits]  # (B, 2, S, S) each
-        return Prediction(out.image_logits.softmax(-1)[:, 1], anomaly_map(probs))
+        return output_to_prediction(out, images.shape[-1])
 
 
 def build(settings: AnomalyCLIPConfig) -> AnomalyCLIP:

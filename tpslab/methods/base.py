@@ -14,6 +14,8 @@ in their input size and in how their reference code evaluates them; they share t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -130,6 +132,17 @@ class Detector(nn.Module):
         if self.transductive:
             raise NotImplementedError
         return self.predict(images, [class_name] * len(images))
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the body, then the module's previous mode again (even if the body raises)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def check_class_names(class_names: list[str] | None, n: int, method: str) -> list[str]:
