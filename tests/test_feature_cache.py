@@ -113,3 +113,18 @@ def test_cli_cache_info_and_clear(small, capsys):
     assert f"in {len(small)} image(s)" in out and "tpslab-tiny" in out and str(fc.cache_root()) in out
     assert main(["cache", "clear"]) == 0 and fc.entries() == []
     assert main(["cache", "info"]) == 0 and "in 0 image(s)" in capsys.readouterr().out
+
+
+def test_each_entry_stores_only_its_own_image(small):
+    """An entry is a view into its batch; the file must hold that image's numbers only (not the batch's)."""
+    model = tpslab.build_model(seed=0)
+    store = fc.FeatureStore(model)
+    _encode(model, small, store)
+    files = [p for p in store.dir.rglob("*.pt")]
+    assert len(files) == len(small)
+    data = torch.load(files[0], weights_only=True)
+    for name in ("embedding", "patches", "mask"):
+        t = data[name]
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), name
+    n_patches = sum(p.shape[1] * p.shape[2] for p in model.encode_images(small[0]["image"][None]).patches)
+    assert files[0].stat().st_size < 4 * n_patches * 2  # float32 patches and a little more, not 4 images' worth

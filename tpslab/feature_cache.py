@@ -156,8 +156,9 @@ class FeatureStore:
         if not (self.dir / "spec.json").is_file():
             atomic_write_text(self.dir / "spec.json", json.dumps(self.spec, indent=1, default=str))
         dtype = self.storage_dtype(entry.patches)
-        data = {"embedding": entry.embedding.to("cpu", dtype).contiguous(),
-                "patches": entry.patches.to("cpu", dtype).contiguous(), "mask": entry.mask.cpu().bool(),
+        # clone: an entry is often a view into a whole batch, and torch.save writes a view's entire storage
+        data = {"embedding": entry.embedding.to("cpu", dtype).clone(),
+                "patches": entry.patches.to("cpu", dtype).clone(), "mask": entry.mask.cpu().bool().clone(),
                 "label": entry.label, "has_mask": entry.has_mask}
         with atomic_path(self.path(key)) as tmp:
             torch.save(data, tmp)
