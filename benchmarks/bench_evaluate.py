@@ -20,7 +20,6 @@ runs in its own process. Writes ``results/benchmarks/evaluate[_quick|_done_when]
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 RESULTS = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results")) / "benchmarks"
 # (label, backbone, image size, images on CPU quick / CPU full / GPU, batch size)
@@ -157,12 +157,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     name = "evaluate_done_when" if args.done_when else "evaluate_quick" if args.quick else "evaluate"
     path = out / f"{name}.csv"
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path}")
+    write_rows(path, rows)
 
 
 if __name__ == "__main__":

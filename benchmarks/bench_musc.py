@@ -18,7 +18,6 @@ rows say ``projected``. Writes ``results/benchmarks/musc_msm.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 # MVTec AD test images per class (bottle ... zipper), 1725 in all
 MVTEC_TEST = {"bottle": 83, "cable": 150, "capsule": 132, "carpet": 117, "grid": 78, "hazelnut": 110, "leather": 124,
@@ -133,12 +133,7 @@ def main() -> None:
         print(line)
     results = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results"))
     out = Path(args.out) if args.out else results / "benchmarks" / f"musc_msm{'_quick' if args.quick else ''}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out}")
+    write_rows(out, rows)
 
 
 if __name__ == "__main__":

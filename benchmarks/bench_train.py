@@ -19,7 +19,6 @@ Writes ``results/benchmarks/train[_quick].csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import resource
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 RESULTS = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results")) / "benchmarks"
 # (label, backbone, image size, images quick / full, batch size)
@@ -88,11 +88,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / ("train_quick.csv" if args.quick else "train.csv")
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path}")
+    write_rows(path, rows)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Prints a table and writes ``results/benchmarks/winclip_windows.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import resource
 import subprocess
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 BACKBONES = ("tpslab-tiny", "ViT-B-16-plus-240")
 IMAGE_SIZE = 240
@@ -110,12 +110,7 @@ def main() -> None:
     for r in rows:
         print(" | ".join(str(r[c]) for c in cols))
     print(f"(peak memory = {rows[0]['memory']}; {rows[0]['threads']} threads; max_tokens_per_call {args.max_tokens})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":
