@@ -6,13 +6,13 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install demo test unit nbval reproduce notebooks lint bench clean
+.PHONY: install demo test unit nbval reproduce compare notebooks lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,notebooks,medical]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,notebooks,medical,cluster]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tpslab)" > /dev/null
 	@touch $(STAMP)
 
@@ -28,12 +28,19 @@ unit: install
 # NBVAL_CHECK_OUTPUT with the outputs stored in the committed .ipynb; results go to a scratch folder.
 nbval: install
 	rm -rf $(NBVAL_DIR)
-	cd notebooks && TPSLAB_RESULTS=$(NBVAL_DIR)/results TPSLAB_DATA=$(NBVAL_DIR)/data \
+	cd notebooks && TPSLAB_RESULTS=$(NBVAL_DIR)/results TPSLAB_DATA=$(NBVAL_DIR)/data TPSLAB_CACHE=$(NBVAL_DIR)/cache \
 		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
 		--nbval-kernel-name python3 -p no:cacheprovider .
 
 reproduce: install
 	$(PY) -m tpslab reproduce --profile $(PROFILE)
+
+# Every method of the profile on its data sets: Tables 1-3 and Figure 3, two protocols, bootstrap intervals,
+# under results/<profile>/compare/ (EXECUTOR=local-parallel JOBS=2 for submitit's local processes).
+EXECUTOR ?= local
+JOBS ?= 2
+compare: install
+	$(PY) -m tpslab compare --profile $(PROFILE) --executor $(EXECUTOR) --jobs $(JOBS)
 
 # Rebuild notebooks/*.ipynb from the .py files and execute them with smoke (what nbval compares).
 notebooks: install

@@ -133,46 +133,7 @@ for (dataset, run), found in cases.items():
 # %% [markdown]
 # ## 5. TPS beside the baselines
 #
-# The four methods the paper's Tables 1-2 compare with, behind the same interface
-# (`tpslab.methods`) and scored by the same metric code on the same images: CLIP (two
-# sentences, no training), WinCLIP (a prompt ensemble and window embeddings, no training),
-# AnomalyCLIP (trained in 02 with TPS's recipe and data) and MuSc (no training, but it scores
-# each image against the *other test images* of its class). Each runs under its own reference
-# protocol (its input size and its smoothing, printed below), as in the paper's tables;
-# notebook 07 steps through what each one computes.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-rows = []
-for dataset, run in plan:
-    if run.startswith("medical-"):
-        continue
-    rows.append(metrics[(metrics["dataset"] == dataset) & (metrics["run"] == run)].assign(method="tps"))
-    for name in lab.profile.methods:
-        rows.append(lab.evaluate(lab.method(name, run), dataset).assign(run=run, method=name))
-comparison = pd.concat(rows, ignore_index=True)
-lab.save_table(comparison, "03_methods", "Every method, per class (percent); each under its reference protocol")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-for name in ["tps", *lab.profile.methods]:
-    p = lab.method(name, plan[0][1]).protocol
-    print(f"{name}: {p.image_size} px, sigma {p.sigma:.2f} px ({p.source})")
-means = comparison[comparison["class"] == "mean"]
-tpslab.lab.show_table(means[["dataset", "method", "image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"]])
-
-# %% [markdown]
-# **What to see.** On `smoke` (a tiny CLIP with *random* weights) the language-driven methods
-# without training, CLIP and WinCLIP, sit near chance: their sentences mean nothing to a random
-# text encoder, so this says nothing about them on real weights. The two trained ones, TPS and
-# AnomalyCLIP, learn their prompts on the auxiliary domain and transfer to the held-out one.
-# MuSc needs no language at all: a defect patch is far from every patch of the *other* images
-# of its class, so mutual scoring finds defects even with random features. That is the
-# paper's point about MuSc in reverse: it is strong where a class's test images are mostly
-# normal and alike, and weak where they are not (its medical columns). None of these are
-# paper numbers.
-
-# %%
-lab.save_figure(viz.plot_metric_bars(means, x="dataset", hue="method",
-                                     metrics=["image_auroc", "pixel_auroc", "pixel_aupro"],
-                                     title="TPS and the baselines, data-set means", label=lab.label), "03_methods")
+# The four methods the paper's Tables 1-2 compare with (CLIP, WinCLIP, AnomalyCLIP, MuSc) are
+# scored beside TPS in notebook 06, on the same images and by the same metric code, each under
+# its reference protocol and under one harmonised protocol, with bootstrap intervals
+# (`tpslab compare`); notebook 07 steps through what each of them computes.

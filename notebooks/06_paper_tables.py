@@ -9,20 +9,22 @@
 # ---
 
 # %% [markdown]
-# # 06 · The paper's tables and Figure 3, from the result files
+# # 06 · The paper's tables and Figure 3: every column, with intervals
 #
-# **What you will learn.** How the paper's Tables 1-3 and Figure 3 are assembled from the
-# per-class results of notebooks 03 and 04, and how to read our numbers beside the published
-# ones.
+# **What you will learn.** How Tables 1-3 and Figure 3 are regenerated under one roof: the five
+# methods (CLIP, WinCLIP, AnomalyCLIP, MuSc, TPS) and the ablation rows run on the same images,
+# scored by the same metric code, under two protocols, each number with a 95% bootstrap
+# interval, and how to read our numbers beside the published ones.
 #
-# **What this reproduces.** The *layout* of Table 1 (zero-shot classification: image AUROC,
-# AP), Table 2 (zero-shot segmentation: pixel AUROC, AUPRO), Table 3 (TPS trained on medical
-# data) and Figure 3 (ablation A1 vs A2), each written as CSV, Markdown and LaTeX. The
-# published numbers are **typed in as data** in `tpslab/paper_numbers.py`, with their source
-# (the AAAI 2025 paper, Tables 1-3); nothing here computes them. Our column is filled from
-# this profile's results: on `smoke` that is the synthetic held-out domain with a random tiny
-# CLIP, in rows of its own, and every real data set says "not run". Only the `paper` profile
-# fills the published rows.
+# **What this reproduces.** The layout of Table 1 (zero-shot classification: image AUROC, AP),
+# Table 2 (zero-shot segmentation: pixel AUROC, AUPRO), Table 3 (TPS trained on medical data)
+# and Figure 3 (ablation A1 vs A2), written as CSV, Markdown and LaTeX. The published numbers
+# are **typed in as data** (`tpslab/paper_numbers.py`), each baseline cell with where it comes
+# from. Our columns come from `tpslab compare` (the same code as this notebook): every
+# (method, data set, seed) run stores its predictions once under `predictions/`, and every
+# table, interval and figure here is computed from those files. On `smoke` that is the
+# synthetic held-out domain with a random tiny CLIP, in a row of its own; every real data set
+# says "not run". Only the `paper` profile fills the published rows.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | course | paper, or the path of a profile YAML
@@ -31,97 +33,166 @@ data_dir = None  # None: $TPSLAB_DATA or data/
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import pandas as pd
-
 import tpslab.lab
-from tpslab import paper_numbers, viz
-from tpslab.evaluate import METRIC_COLUMNS
-from tpslab.profiles import industrial_runs
+from tpslab import compare, compare_tables, grid, paper_numbers
 from tpslab.utils import shown
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
 # %% [markdown]
-# ## 1. Inputs
+# ## 1. The run grid
 #
-# `03_metrics.csv` (every per-class row of notebook 03, with the model's run) and
-# `04_ablation.csv` (notebook 04). The published numbers and their source:
+# One job per (method, data set, replicate): a *train* job for each trained method (TPS,
+# AnomalyCLIP, each ablation row) and replicate, then a *predict* job for each method and
+# test data set. Replicate 0 of a trained method is the run notebooks 02 and 04 trained, so
+# it is reused here; `compare.seeds` replicates (3 on `paper`) differ in the training seed
+# and the learnable parameters' initialisation, never in CLIP's weights. The same jobs run on
+# a cluster with `tpslab compare --executor slurm` (or `--executor local-parallel --jobs N`,
+# one process per GPU); each job writes only its own files, so the tables are the same.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ours = pd.read_csv(lab.out / "tables" / "03_metrics.csv")
-ablation = pd.read_csv(lab.out / "tables" / "04_ablation.csv")
-column = f"tpslab {lab.profile.name}" + (" (synthetic, random CLIP)" if lab.label == viz.SYNTHETIC_LABEL else "")
-print(f"published: {paper_numbers.SOURCE}, Tables 1-3 (typed in: tpslab/paper_numbers.py)")
-print(f"ours: {len(ours)} per-class rows of {ours['dataset'].nunique()} data set(s), runs {sorted(ours['run'].unique())}")
+ctx, prof = compare.context(profile, out=lab.out, data=lab.data)
+jobs = grid.plan(prof)
+print(f"{len(jobs)} jobs; replicates of the trained methods: {prof.compare.seeds}; "
+      f"bootstrap: {prof.compare.n_boot} resamples per class, seed {prof.compare.boot_seed}")
+for job in jobs:
+    print(" ", job.name)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+result = compare.run_compare(profile, out=lab.out, data=lab.data, progress=False)
+summary = result.summary
 
 # %% [markdown]
-# ## 2. Table 1: zero-shot classification (image AUROC, AP)
+# ## 2. Two protocols
 #
-# Each cell is "AUROC, AP" in percent, the mean over the data set's classes. The published
-# columns are the paper's, the last column ours ("not run" where this profile has no such data).
+# The **reference** protocol evaluates each method as its own code does: its input size, its
+# map smoothing and its mask rule (the paper's tables mix these, since each column was run by
+# its own code). The **harmonised** protocol resizes every stored map to one size
+# (`compare.harmonised_size`: 518 px on `paper`), smooths it with sigma 4 at 518 px and scores
+# it with the exact AUPRO, so the columns differ only by method.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-runs = industrial_runs(lab.profile)
-category = "synthetic" if lab.profile.data.kind == "synthetic" else "other"
-table1 = paper_numbers.table_layout(1, ours, runs, column, category)
-print(table1.to_string(index=False))
-lab.save_table(table1, "06_table1", f"Table 1 layout: classification (AUROC, AP). Published: {paper_numbers.SOURCE}, "
-               "Table 1", latex=True)
+for name, p in compare.protocols(prof).items():
+    print(f"{name}: size {p.image_size or 'the method’s own'}, sigma {p.sigma if p.sigma is not None else 'the method’s own'}"
+          f", masks {p.mask_rule or 'the method’s rule'}, AUPRO {p.aupro_method}")
 
 # %% [markdown]
-# ## 3. Table 2: zero-shot segmentation (pixel AUROC, AUPRO)
+# ## 3. Table 1: zero-shot classification (image AUROC, AP)
+#
+# Each of our cells is "AUROC, AP" in percent, the mean over the data set's classes (with
+# "±" the standard deviation over replicates when there are several). `*` marks a number whose
+# 95% interval excludes the published one; † a published cell that traces to no source.
+# Printed here: the rows this profile ran (all rows are in `compare/tables/table1_reference.md`).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-table2 = paper_numbers.table_layout(2, ours, runs, column, category)
-print(table2.to_string(index=False))
-lab.save_table(table2, "06_table2", f"Table 2 layout: segmentation (pixel AUROC, AUPRO). Published: "
-               f"{paper_numbers.SOURCE}, Table 2", latex=True)
+table1 = result.tables["table1_reference"]
+print(compare_tables.rows_run(table1).to_string(index=False))
 
 # %% [markdown]
-# ## 4. Table 3: TPS trained on medical data
+# Every number with its interval, from the long table (`table1_reference_long.csv`):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+long1 = result.tables["table1_reference_long"]
+print(long1[["dataset", "method", "metric", "ours", "ci_low", "ci_high", "published"]].round(1).to_string(index=False))
+
+# %% [markdown]
+# **What to see:** one bar per method and data set with its 95% interval (whiskers); black
+# ticks are the published numbers where the paper has this data set. On `smoke` there are no
+# published ticks (the synthetic domain is not in the paper), and the image AUROCs sit near
+# chance: a random CLIP's class token carries little about a small defect.
+
+# %%
+lab.save_figure(result.figures["table1_reference"], "06_table1")
+
+# %% [markdown]
+# ## 4. Table 2: zero-shot segmentation (pixel AUROC, AUPRO)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+table2 = result.tables["table2_reference"]
+print(compare_tables.rows_run(table2).to_string(index=False))
+long2 = result.tables["table2_reference_long"]
+print(long2[["dataset", "method", "metric", "ours", "ci_low", "ci_high", "published"]].round(1).to_string(index=False))
+
+# %% [markdown]
+# **What to see:** where the intervals of two methods do not overlap, the difference is not
+# resampling noise of the test images. On `smoke`, TPS and MuSc localise the synthetic
+# defects; CLIP and WinCLIP, whose sentences mean nothing to a random text encoder, do not.
+
+# %%
+lab.save_figure(result.figures["table2_reference"], "06_table2")
+
+# %% [markdown]
+# ## 5. Reference against harmonised
 #
-# Classification rows are (AUROC, AP), segmentation rows (pixel AUROC, AUPRO). "Industrial"
+# How much of a column is its protocol: the same stored predictions scored both ways. On
+# `smoke` every method runs at 64 px, so only the smoothing and the mask rule differ (WinCLIP
+# and MuSc are not smoothed by their own code); at paper scale WinCLIP's 240 px maps are also
+# upsampled to 518.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+both = summary[~summary["ablation"]].pivot_table(index=["dataset", "entry", "metric"], columns="protocol",
+                                                 values="mean").round(1)
+print(both.to_string())
+
+# %% [markdown]
+# ## 6. Table 3: TPS trained on medical data
+#
+# Classification rows are (AUROC, AP), segmentation rows (pixel AUROC, AUPRO); "industrial"
 # is the model trained on MVTec AD, "medical" the one trained on HeadCT (classification) or
 # ISIC (segmentation). Only the `paper` profile trains the medical models.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-table3 = paper_numbers.table3_layout(ours, runs, column)
-print(table3.to_string(index=False))
-lab.save_table(table3, "06_table3", f"Table 3 layout: industrial vs medical training. Published: "
-               f"{paper_numbers.SOURCE}, Table 3", latex=True)
+print(result.tables["table3_reference"].to_string(index=False))
 
 # %% [markdown]
-# ## 5. Figure 3: ablation A1 vs A2
+# ## 7. Figure 3: the ablation rows, with intervals
 #
-# The paper's Figure 3 is a bar chart without printed values, so there is no published number
-# to type in; A2 is TPS itself, whose published values are the TPS columns of Tables 1 and 2.
-# Ours, from notebook 04 (A1 = fixed words without pathway, A2 = TPS):
+# The paper's Figure 3 is a bar chart without printed values, so there is nothing published
+# to type in; A2 is TPS itself. Ours: each row of the profile's `ablation` section (A1 = fixed
+# words without pathway, A2 = TPS, and the steps between), trained as notebook 04 trains it.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-figure3 = ablation[ablation["row"].isin(["A1", "A2 (TPS)"])]
-tpslab.lab.show_table(figure3)
-lab.save_table(figure3, "06_figure3", "Figure 3 data: ablation A1 vs A2, mean over classes (percent)", latex=True)
+figure3 = result.tables.get("figure3_reference")
+if figure3 is not None:
+    print(figure3.pivot_table(index=["dataset", "row"], columns="metric", values="mean").round(1).to_string())
 
 # %% [markdown]
-# **What to see:** for every metric and test data set, A1 (left bar) against A2 (right bar).
-# The paper's text says each module contributes (A2 ahead of A1); on `smoke` A2's lead is in
-# the pixel metrics.
+# **What to see:** the paper's claim is that each module contributes (A2 above A1); an
+# interval that overlaps the next row's says the data cannot tell the two apart. On `smoke` the
+# pathway is what lifts the pixel metrics.
 
 # %%
-fig = viz.plot_metric_bars(figure3, x="dataset", hue="row", metrics=METRIC_COLUMNS,
-                           title="Figure 3 layout: ablation A1 vs A2", label=lab.label)
-lab.save_figure(fig, "06_figure3")
+if "figure3_reference" in result.figures:
+    lab.save_figure(result.figures["figure3_reference"], "06_figure3")
 
 # %% [markdown]
-# ## 6. Where everything is
+# ## 8. Published cells that trace to no source
+#
+# TPS reprints the baselines' numbers without saying where each comes from; traced against
+# AnomalyCLIP's, WinCLIP's and MuSc's papers (`shared/spec/baselines.md` section 5):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+prov = paper_numbers.provenance_table()
+print(prov[prov["source"] == "no source"][["table", "dataset", "method", "published", "note"]].to_string(index=False))
+print(prov["source"].value_counts().to_string())
+
+# %% [markdown]
+# ## 9. Where everything is
+#
+# `tpslab compare --profile <profile>` writes the same files from the command line.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+print(f"{len(result.tables)} tables and {len(result.figures)} figures under {shown(result.out)}:")
 for sub in ("tables", "figures"):
-    files = sorted(p.name for p in (lab.out / sub).iterdir())
-    print(f"{shown(lab.out / sub)}/ ({len(files)} files):\n  " + "\n  ".join(files))
+    print(f"  {sub}/: " + ", ".join(sorted(p.name for p in (result.out / sub).iterdir())))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tpslab import prompts as P
 from tpslab.authors import load_anomalyclip_checkpoint
-from tpslab.losses import image_loss, segmentation_loss
 from tpslab.methods import build_method
 from tpslab.methods.anomalyclip import AnomalyCLIP, AnomalyCLIPConfig
 from tpslab.model import upsample_probs
+from tpslab.prompts import PromptLearner, learned_sentences
+from tpslab.train import batch_loss
 from tpslab.utils import TPSLabError
 
 TINY = dict(backbone="tpslab-tiny", pretrained=None, image_size=None)
@@ -51,8 +51,8 @@ def test_structure(model):
 def test_text_features_equal_a_tps_prompt_learner(model):
     """AnomalyCLIP's text features are TPS's PromptLearner with AnomalyCLIP's two sentences."""
     bb = model.backbone
-    sentences = P.learned_sentences(("{}", "damaged {}"), "object", 12)
-    learner = P.PromptLearner(bb, sentences, n_ctx=12, deep_layers=3, deep_length=4, fp16_deep_prompts=True)
+    sentences = learned_sentences(("{}", "damaged {}"), "object", 12)
+    learner = PromptLearner(bb, sentences, n_ctx=12, deep_layers=3, deep_length=4, fp16_deep_prompts=True)
     learner.load_state_dict({k: v for k, v in model.prompts.state_dict().items() if "unused" not in k})
     torch.testing.assert_close(model.text_features(), learner(bb))
     # and by hand: context at positions 1..12, deep prompts rounded to fp16, EOT feature @ text_projection
@@ -77,10 +77,8 @@ def test_forward_features_and_predict(model, images):
 
 
 def _loss(model, feats, masks, labels):
-    """Eq. 11 with the per-layer weight, written with the existing loss functions."""
-    out = model.forward_features(feats)
-    probs = [upsample_probs(p, masks.shape[-1]) for p in out.patch_logits]
-    return image_loss(out.image_logits, labels) + model.layer_weight * segmentation_loss(probs, masks)
+    """The loss the training loop minimises (tpslab.train.batch_loss: tps_loss with the model's layer weight)."""
+    return batch_loss(model, feats, masks, labels, torch.ones(len(labels), dtype=torch.bool)).total
 
 
 def test_loss_weight_4_on_one_layer_equals_four_identical_layers(images):

@@ -67,6 +67,10 @@ def test_committed_ipynb_is_executed_and_clean(py: Path):
         assert not errors, f"stored error output: {errors[0].ename}"
         if "NBVAL_CHECK_OUTPUT" in c.source:
             assert c.outputs, f"checked cell without stored output: {c.source.splitlines()[1][:60]}"
+        for o in c.outputs:  # what a reader sees: no machine's paths, no widget warnings
+            text = o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+            for bad in ("/work/", "/root/", ".venv/", "/tmp/", "IProgress not found", "Traceback"):
+                assert bad not in text, f"{py.name}: a stored output shows {bad!r}: {text[:200]!r}"
 
 
 @pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)

@@ -196,6 +196,24 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce(args.profile, out=args.out, data=args.data, only=args.only)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``tpslab compare``: the run grid (:mod:`tpslab.grid`), then the tables (:mod:`tpslab.compare`)."""
+    from tpslab.compare import context, run_compare
+    from tpslab.grid import ExecutorOptions
+
+    opts = ExecutorOptions(args.executor, args.jobs, partition=args.partition, gpus=args.gpus,
+                           time_min=args.time_min)
+    if args.dry_run:
+        from tpslab.compare import dry_run
+
+        ctx, prof = context(args.profile, tuple(args.overrides), args.out, args.data, locate=False)
+        print(dry_run(ctx, prof))
+        return 0
+    result = run_compare(args.profile, tuple(args.overrides), args.out, args.data, opts, progress=not args.quiet)
+    print(f"wrote {len(result.tables)} tables and {len(result.figures)} figures under {result.out}")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     """``tpslab cache info|clear``: the on-disk feature cache of training (:mod:`tpslab.feature_cache`)."""
     from tpslab import feature_cache
@@ -215,7 +233,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "prepare": run_prepare,
-    "reproduce": cmd_reproduce, "cache": cmd_cache,
+    "reproduce": cmd_reproduce, "compare": cmd_compare, "cache": cmd_cache,
 }
 
 

@@ -23,6 +23,14 @@ PREPARE_OPTIONS = {  # attribute of the parsed arguments -> (option of the data-
 }
 
 
+EXECUTORS = ("local", "local-parallel", "slurm")  # tpslab.grid.EXECUTORS (kept here: the parser imports no torch)
+COMPARE_DESCRIPTION = """Run every method of a profile (TPS, CLIP, WinCLIP, AnomalyCLIP, MuSc, the ablation rows)
+on its data sets, over compare.seeds replicates of the trained ones, store each run's predictions under
+<out>/predictions/, then write Tables 1-3 and Figure 3 under <out>/compare/ (CSV, Markdown, LaTeX, figures) for
+two protocols (reference: each method's own size and smoothing; harmonised: one size, sigma 4 at 518, exact
+AUPRO) with bootstrap intervals. Finished jobs are reused; an interrupted run resumes where it stopped."""
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every flag's default; flags whose help already says it are left as written."""
 
@@ -205,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results folder (default: results/<profile>)")
     p.add_argument("--data", default=None, help="data root (default: $TPSLAB_DATA or ./data)")
     p.add_argument("--only", nargs="*", default=None, help="run only these notebooks, e.g. 00 02 (default: all)")
+
+    p = command("compare", "every method of a profile on its data sets: Tables 1-3 and Figure 3 with intervals",
+                COMPARE_DESCRIPTION)
+    p.add_argument("--profile", default="smoke", help=f"the profile whose grid runs: {', '.join(available_profiles())} "
+                   "or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one profile setting, e.g. compare.seeds=3 (repeatable; default: none)")
+    p.add_argument("--out", default=None, help="results folder (default: results/<profile>)")
+    p.add_argument("--data", default=None, help="data root (default: $TPSLAB_DATA or ./data)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS, help="who runs the jobs: this process in "
+                   "order, submitit's local processes, or a SLURM cluster through submitit")
+    p.add_argument("--jobs", type=int, default=2, help="local-parallel: processes at a time (one GPU each when "
+                   "there are GPUs); slurm: jobs in flight")
+    p.add_argument("--partition", default=None, help="slurm: the partition (default: the cluster's)")
+    p.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per job")
+    p.add_argument("--time-min", type=int, default=240, help="slurm and local-parallel: each job's time limit in "
+                   "minutes")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs, what is done, what is missing; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = command("cache", "show or clear the on-disk cache of frozen CLIP features (training's cache_features)")
     p.add_argument("action", choices=["info", "clear"], help="info: where, how big, per model; clear: delete all")

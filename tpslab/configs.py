@@ -56,6 +56,7 @@ class TPSConfig(SettingsDict):
     temperature: float = 0.07  # softmax temperature of the image and patch scores
     pos_resize: str = "bilinear"  # position-grid resize: "bilinear" (authors) or "open_clip"
     seed: int = 0  # seeds random CLIP weights and the learnable parameters
+    init_seed: int | None = None  # seeds the learnable parameters alone; None: seed + 1 (replicates vary it)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:

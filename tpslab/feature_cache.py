@@ -35,7 +35,17 @@ from tpslab.backbone import ImageFeatures
 from tpslab.configs import CACHE_DTYPES  # noqa: F401 - re-exported
 from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
 
-FEATURE_VERSION = 1  # bump when the feature code changes what it computes
+FEATURE_VERSION = 1  # bump when the feature code changes what it computes (FEATURE_CODE catches the rest)
+# The modules whose code computes the frozen features: their source is part of the key, so features
+# written by other code (an older checkout sharing ~/.cache/tpslab) are never read back as this code's.
+FEATURE_MODULES = ("backbone.py", "clip_loading.py", "model.py", "methods/anomalyclip.py", "data/images.py",
+                   "data/dataset.py")
+
+
+def feature_code_digest() -> str:
+    """A digest of the source of :data:`FEATURE_MODULES` (part of every cache key)."""
+    here = Path(__file__).parent
+    return hashlib.sha256(b"".join((here / m).read_bytes() for m in FEATURE_MODULES)).hexdigest()[:16]
 DEFAULT_LIMIT_GB = 20.0
 HALF_FROM_BYTES = 1 << 20  # "auto": float16 when an image's float32 features take at least this
 
@@ -73,7 +83,8 @@ def model_spec(model: Any) -> dict[str, Any]:
     weights: Any = pretrained or f"random, seed {cfg.get('seed')}"
     if pretrained and Path(pretrained).is_file():
         weights = _stamp(Path(pretrained))
-    return {"version": FEATURE_VERSION, "open_clip": open_clip.__version__, "backbone": cfg.get("backbone"),
+    return {"version": FEATURE_VERSION, "code": feature_code_digest(), "open_clip": open_clip.__version__,
+            "torch": torch.__version__, "backbone": cfg.get("backbone"),
             "weights": weights, "image_size": model.image_size, "pos_resize": cfg.get("pos_resize"),
             "quick_gelu": cfg.get("quick_gelu"), "layers": list(model.backbone.layers),
             "kind": f"{type(model).__module__}.{type(model).__qualname__}.encode_images",

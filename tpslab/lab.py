@@ -142,17 +142,13 @@ def train_run(lab: Lab, out_dir: Path, dataset: str, model_settings: dict | None
     The method's settings are the profile's (``model`` for TPS, ``methods.<name>`` otherwise),
     the training recipe is the profile's ``train`` section for both: one loop, one recipe.
     """
+    spec = run_spec(lab, dataset, model_settings, train_settings, per_class, method)
+    found = finished_run([out_dir, *reuse], spec)
+    if found is not None:
+        print(f"reusing the finished run in {shown(found)} (delete it to train again)")
+        return load_checkpoint(found / CHECKPOINT).to(lab.device), pd.read_csv(found / "history.csv")
     module = method_module(method)
-    cfg = module.Settings.from_dict({**lab.profile.method_settings(method), **(model_settings or {})})
-    tcfg = TrainConfig.from_dict({**lab.profile.train, **(train_settings or {}), "device": lab.device})
-    spec = json.loads(json.dumps({"model": cfg.to_dict(), "train": asdict(tcfg), "dataset": dataset,
-                                  "per_class": per_class, "tpslab": tpslab.__version__,
-                                  **({"method": method} if method != "tps" else {})}))
-    for folder in [out_dir, *reuse]:
-        run_file = folder / RUN_FILE
-        if run_file.is_file() and json.loads(run_file.read_text()) == spec:
-            print(f"reusing the finished run in {shown(folder)} (delete it to train again)")
-            return load_checkpoint(folder / CHECKPOINT).to(lab.device), pd.read_csv(folder / "history.csv")
+    cfg, tcfg = module.Settings.from_dict(spec["model"]), TrainConfig.from_dict(spec["train"])
     model = module.build(cfg)
     data = AnomalyDataset(lab.datasets()[dataset], model.image_size)
     data = per_class_subset(data, per_class) if per_class else data
@@ -161,6 +157,25 @@ def train_run(lab: Lab, out_dir: Path, dataset: str, model_settings: dict | None
     history = train(model, data, tcfg, out_dir, progress=False)
     atomic_write_json(out_dir / RUN_FILE, spec)
     return model, pd.DataFrame(history)
+
+
+def run_spec(lab: Lab, dataset: str, model_settings: dict | None = None, train_settings: dict | None = None,
+             per_class: int | None = None, method: str = "tps") -> dict[str, Any]:
+    """What a training run of :func:`train_run` is made with (its ``run.json``): equal specs, equal runs."""
+    cfg = method_module(method).Settings.from_dict({**lab.profile.method_settings(method), **(model_settings or {})})
+    tcfg = TrainConfig.from_dict({**lab.profile.train, **(train_settings or {}), "device": lab.device})
+    return json.loads(json.dumps({"model": cfg.to_dict(), "train": asdict(tcfg), "dataset": dataset,
+                                  "per_class": per_class, "tpslab": tpslab.__version__,
+                                  **({"method": method} if method != "tps" else {})}))
+
+
+def finished_run(folders: list[Path], spec: dict[str, Any]) -> Path | None:
+    """The first folder holding a finished training run made with ``spec``, or None."""
+    for folder in folders:
+        run_file = folder / RUN_FILE
+        if run_file.is_file() and (folder / CHECKPOINT).is_file() and json.loads(run_file.read_text()) == spec:
+            return folder
+    return None
 
 
 def slug(name: str) -> str:

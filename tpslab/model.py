@@ -34,7 +34,7 @@ from torch import nn
 
 from tpslab.backbone import Backbone, ImageFeatures, build_backbone
 from tpslab.configs import VARIANTS, TPSConfig  # noqa: F401 - re-exported: tpslab.model.TPSConfig
-from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, scaled_sigma
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, learnable_seed, scaled_sigma
 from tpslab.pathway import Pathway
 from tpslab.prompts import (
     FIXED_GLOBAL,
@@ -148,7 +148,7 @@ class TPS(Detector):
         torch.manual_seed(config.seed)
         self.backbone = backbone or build_backbone(config.backbone, config.pretrained, config.image_size,
                                                    config.layers, config.pos_resize, config.seed)
-        torch.manual_seed(config.seed + 1)  # learnable parts: same init whatever CLIP's size
+        torch.manual_seed(learnable_seed(config))  # learnable parts: same init whatever CLIP's size
         bb = self.backbone
         deep = deep_prompt_layers(bb.num_text_layers, config.deep_depth)
         code = config.variant == "authors-code"

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from tpslab.configs import EvalConfig
 from tpslab.data.images import IMAGE_SUFFIXES, load_image
 from tpslab.data.pairing import MASK_DIRS, norm_name
 from tpslab.evaluate import smooth_maps
@@ -97,7 +98,7 @@ def collect_images(inputs: Sequence[str | Path], split: str = "test") -> list[Fo
 
 @torch.no_grad()
 def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: str | Path, sigma: float | None = None,
-                  progress: bool = True, class_name: str = "object", batch_size: int = 8,
+                  progress: bool = True, class_name: str = "object", batch_size: int = EvalConfig.batch_size,
                   device: str | torch.device = "cpu", split: str = "test") -> Path:
     """Score images; write ``scores.csv``, ``maps.npz`` and one ``<name>_overlay.png`` each (see the module).
 

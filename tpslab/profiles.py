@@ -93,6 +93,36 @@ class AblationConfig:
 
 
 @dataclass
+class CompareConfig:
+    """A profile's ``compare:`` section: ``tpslab compare`` and notebook 06 (Tables 1-3, Figure 3).
+
+    Replicate ``k`` of a trained method uses training seed ``train.seed + k`` and ``init_seed``
+    ``seed + 1 + k`` (replicate 0 is the profile's own run, which notebooks 02 and 04 train);
+    the CLIP weights are the same in every replicate.
+    """
+
+    methods: list[str] | None = None  # columns; None: tps and every method of the profile's methods section
+    seeds: int = 1  # replicates of each trained method (TPS, AnomalyCLIP, the ablation rows)
+    ablation: bool = True  # also the ablation rows (Figure 3) on the ablation section's data sets
+    n_boot: int = 1000  # bootstrap resamples of each class's images (stratified by label)
+    boot_seed: int = 0  # seed of the resampling: every method is scored on the same resamples (paired)
+    level: float = 0.95  # level of the bootstrap intervals
+    harmonised_size: int = 518  # "harmonised" protocol: every map resized to this size, ...
+    harmonised_sigma: float = 4.0  # ... smoothed with this sigma at 518 px (scaled), masks > 0.5, exact AUPRO
+
+    def __post_init__(self) -> None:
+        """Check the counts and the level."""
+        if self.seeds < 1 or self.n_boot < 0 or not 0 < self.level < 1 or self.harmonised_size < 8:
+            raise TPSLabError("compare: seeds >= 1, n_boot >= 0, 0 < level < 1 and harmonised_size >= 8 expected")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompareConfig:
+        """Build from a profile's section, rejecting unknown keys."""
+        check_fields(cls, data, "compare")
+        return cls(**data)
+
+
+@dataclass
 class Profile:
     """A parsed profile file."""
 
@@ -105,6 +135,7 @@ class Profile:
     notebooks: NotebookConfig = field(default_factory=NotebookConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # baseline -> its settings (TPS: model)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     threads: int | None = None  # torch threads (None: torch's default)
 
@@ -116,6 +147,11 @@ class Profile:
     def method_settings(self, method: str) -> dict[str, Any]:
         """The settings a method runs with under this profile: ``model`` for TPS, ``methods.<name>`` otherwise."""
         return dict(self.model) if method == "tps" else dict(self.methods.get(method) or {})
+
+    @property
+    def compared_methods(self) -> list[str]:
+        """The method columns of ``tpslab compare``: ``compare.methods``, else TPS and the profile's baselines."""
+        return list(self.compare.methods or ["tps", *self.methods])
 
     @property
     def train_config(self) -> TrainConfig:
@@ -143,7 +179,7 @@ class Profile:
 
 
 SECTIONS = {"model": TPSConfig, "train": TrainConfig, "data": DataConfig, "evaluate": EvalConfig,
-            "notebooks": NotebookConfig, "ablation": AblationConfig, "methods": dict}
+            "notebooks": NotebookConfig, "ablation": AblationConfig, "methods": dict, "compare": CompareConfig}
 
 
 def check_methods(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -222,7 +258,8 @@ def load_profile(name_or_path: str | os.PathLike, overrides: list[str] | tuple[s
                    evaluate=EvalConfig.from_dict(sections["evaluate"]),
                    notebooks=NotebookConfig.from_dict(sections["notebooks"]),
                    ablation=AblationConfig.from_dict(sections["ablation"]),
-                   methods=check_methods(sections["methods"]), device=raw.get("device", "auto"),
+                   methods=check_methods(sections["methods"]), compare=CompareConfig.from_dict(sections["compare"]),
+                   device=raw.get("device", "auto"),
                    threads=raw.get("threads"))
 
 

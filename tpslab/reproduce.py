@@ -125,7 +125,7 @@ NEEDS = {
     "03": [("data.json", "01"), ("train/main/checkpoint.pt", "02")],
     "04": [("data.json", "01")],
     "05": [("data.json", "01"), ("train/main/checkpoint.pt", "02")],
-    "06": [("tables/03_metrics.csv", "03"), ("tables/04_ablation.csv", "04")],
+    # 06 runs tpslab compare, which trains (or reuses 02's and 04's runs) and predicts what it needs
 }
 
 
@@ -267,10 +267,33 @@ def strip_notebook(path: Path) -> None:
 def sync_notebooks(execute: bool = True, only: list[str] | None = None) -> None:
     """Rebuild ``notebooks/NN_*.ipynb`` from the ``.py`` files; execute them with their defaults (smoke).
 
-    Run it from the project root (``python -m tpslab.reproduce sync``); results go where the
-    defaults say ($TPSLAB_RESULTS or results/smoke).
+    Run it from the project root (``python -m tpslab.reproduce sync``). It starts from scratch, as
+    nbval does: the smoke results folder and synthetic data are removed first and the kernels get
+    an empty feature cache, so the committed outputs never come from a finished run, data or
+    cached features of an earlier checkout.
     """
+    import shutil
+
     _kernel_env()
+    smoke = load_profile("smoke")
+    for folder in (project_path(results_root() / smoke.name), project_path(data_root() / smoke.data.root)):
+        if folder.exists():
+            print(f"removing {shown(folder)} (notebooks are rebuilt from scratch)")
+            shutil.rmtree(folder)
+    cache = tempfile.TemporaryDirectory(prefix="tpslab-sync-cache-")
+    saved = os.environ.get("TPSLAB_CACHE")
+    os.environ["TPSLAB_CACHE"] = cache.name
+    try:
+        _sync(execute, only)
+    finally:
+        if saved is None:
+            del os.environ["TPSLAB_CACHE"]
+        else:
+            os.environ["TPSLAB_CACHE"] = saved
+        cache.cleanup()
+
+
+def _sync(execute: bool, only: list[str] | None) -> None:
     for source in notebook_sources(only):
         dest = source.with_suffix(".ipynb")
         print(f"{source.name} -> {dest.name}", end=" ", flush=True)

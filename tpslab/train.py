@@ -26,7 +26,7 @@ from tpslab.checkpoint import CHECKPOINT, data_record, load_state, read_checkpoi
 from tpslab.configs import NO_EFFECT_ON_RESULTS, TrainConfig
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.feature_cache import FeatureStore, encode_cached
-from tpslab.losses import tps_loss
+from tpslab.losses import LossTerms, tps_loss
 from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_write_text, resolve_device
 
@@ -90,6 +90,12 @@ def loader_batches(model: Detector, dataset: AnomalyDataset, order: np.ndarray, 
     for item in loader:
         yield Batch(model.encode_images(item["image"].to(device)), item["mask"].to(device),
                     item["label"].to(device), item["has_mask"].to(device))
+
+
+def batch_loss(model: Detector, feats: Any, masks: torch.Tensor, labels: torch.Tensor,
+               has_mask: torch.Tensor) -> LossTerms:
+    """The loss training minimises for one batch: :func:`tpslab.losses.tps_loss` with the method's layer weight."""
+    return tps_loss(model.forward_features(feats), masks, labels, has_mask, layer_weight=model.layer_weight)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -174,8 +180,7 @@ def train(
         n_batches = (len(order) + cfg.batch_size - 1) // cfg.batch_size
         bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for batch in bar:
-            loss = tps_loss(model.forward_features(batch.feats), batch.masks, batch.labels, batch.has_mask,
-                            layer_weight=model.layer_weight)
+            loss = batch_loss(model, batch.feats, batch.masks, batch.labels, batch.has_mask)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()

@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tpslab import prompts as P
 from tpslab.backbone import Backbone, ImageFeatures, load_clip
-from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, scaled_sigma
+from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, learnable_seed, scaled_sigma
 from tpslab.model import TPSOutput, image_logits, make_preprocess, output_to_prediction, patch_logits
+from tpslab.prompts import PromptLearner, deep_prompt_layers, learned_sentences
 from tpslab.utils import SettingsDict, TPSLabError
 
 STATES = ("{}", "damaged {}")  # (normal, anomalous); "{}" is the object-agnostic noun
@@ -70,6 +70,7 @@ class AnomalyCLIPConfig(SettingsDict):
     pos_resize: str = "bilinear"  # position-grid resize: "bilinear" (reference) or "open_clip"
     quick_gelu: bool | None = None  # None: on for the "openai" tag
     seed: int = 0  # seeds random CLIP weights and the learnable prompts
+    init_seed: int | None = None  # seeds the learnable prompts alone; None: seed + 1 (replicates vary it)
 
     def __post_init__(self) -> None:
         if self.layers is not None:
@@ -104,10 +105,10 @@ class AnomalyCLIP(Detector):
         n_blocks = len(clip.visual.transformer.resblocks)
         self.backbone = Backbone(clip, name, layers=config.layers or (n_blocks,))
         bb = self.backbone
-        torch.manual_seed(config.seed + 1)  # learnable parts: same init whatever CLIP's size
-        self.prompts = P.PromptLearner(
-            bb, P.learned_sentences(STATES, config.noun, config.n_ctx), n_ctx=config.n_ctx,
-            deep_layers=P.deep_prompt_layers(bb.num_text_layers, config.deep_depth), deep_length=config.deep_length,
+        torch.manual_seed(learnable_seed(config))  # learnable parts: same init whatever CLIP's size
+        self.prompts = PromptLearner(
+            bb, learned_sentences(STATES, config.noun, config.n_ctx), n_ctx=config.n_ctx,
+            deep_layers=deep_prompt_layers(bb.num_text_layers, config.deep_depth), deep_length=config.deep_length,
             fp16_deep_prompts=config.fp16_deep_prompts, unused_projections=True)
         self.preprocess = make_preprocess(bb)
 

@@ -134,6 +134,16 @@ class Detector(nn.Module):
         return self.predict(images, [class_name] * len(images))
 
 
+def learnable_seed(settings: Any) -> int:
+    """The seed of a trained method's learnable parameters: ``init_seed``, else ``seed + 1``.
+
+    ``seed`` also seeds random CLIP weights; a comparison's replicates change ``init_seed``
+    alone, so they share one CLIP (random or not) and differ in what is learned.
+    """
+    init = getattr(settings, "init_seed", None)
+    return int(settings.seed) + 1 if init is None else int(init)
+
+
 @contextmanager
 def evaluating(module: nn.Module) -> Iterator[nn.Module]:
     """Eval mode for the body, then the module's previous mode again (even if the body raises)."""

@@ -112,7 +112,10 @@ def _shifted_d2(q: torch.Tensor, ref: torch.Tensor, sq_ref: torch.Tensor, acc: t
     accumulation and output (no half-precision rounding of the dot products).
     """
     if q.dtype != acc and q.is_cuda:
-        return torch.mm(q, ref.T, out_dtype=acc).mul_(-2).add_(sq_ref)
+        try:
+            return torch.mm(q, ref.T, out_dtype=acc).mul_(-2).add_(sq_ref)
+        except TypeError:  # torch without mm(out_dtype=): multiply in acc (no half-precision rounding either)
+            pass
     return torch.addmm(sq_ref[None, :], q.to(acc), ref.to(acc).T, alpha=-2)
 
 
