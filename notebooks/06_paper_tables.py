@@ -76,8 +76,9 @@ summary = result.summary
 # %%
 # NBVAL_CHECK_OUTPUT
 for name, p in compare.protocols(prof).items():
-    print(f"{name}: size {p.image_size or 'the method’s own'}, sigma {p.sigma if p.sigma is not None else 'the method’s own'}"
-          f", masks {p.mask_rule or 'the method’s rule'}, AUPRO {p.aupro_method}")
+    sigma = "its own" if p.sigma is None else f"{p.sigma:.2f} px"
+    print(f"{name}: input size {p.image_size or 'its own'}, sigma {sigma}, masks {p.mask_rule or 'its own rule'}, "
+          f"AUPRO {p.aupro_method}")
 
 # %% [markdown]
 # ## 3. Table 1: zero-shot classification (image AUROC, AP)

@@ -208,3 +208,15 @@ def test_bad_executor_settings_are_one_line(capsys, tmp_path):
 
     assert main(["compare", "--profile", "smoke", "--jobs", "0", "--out", str(tmp_path)]) == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+def test_an_interrupted_compare_says_how_to_continue(capsys, monkeypatch, tmp_path):
+    from tpslab import cli, compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "run_compare", interrupted)
+    assert cli.main(["compare", "--profile", "smoke", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "rerun the same command" in err and "--resume" not in err

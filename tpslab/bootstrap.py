@@ -29,14 +29,6 @@ vertices at the bin edges; see :class:`PixelBootstrap` for the resulting error b
 counts 1 below about ``1 / bins`` for the pixel AUROC and ``1 / (0.3 * bins)`` for the AUPRO,
 in practice far smaller) and :meth:`PixelBootstrap.error_bounds` for the bound of each
 resample, to compare with the width of the interval.
-
-Example:
-    >>> rng = np.random.default_rng(0)
-    >>> labels = np.array([0] * 6 + [1] * 6)
-    >>> counts = resample_counts(labels, n_boot=200, seed=0)
-    >>> auroc = image_samples(labels, labels + rng.random(12), counts)["image_auroc"]
-    >>> interval(auroc)
-    (1.0, 1.0)
 """
 
 from __future__ import annotations

@@ -250,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tpslab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tpslab: interrupted; finished epochs are saved (rerun with --resume to continue)", file=sys.stderr)
+        if args.command == "compare":
+            print("tpslab: interrupted; finished jobs (and the classes of an unfinished one) are kept: rerun the "
+                  "same command to continue", file=sys.stderr)
+        else:
+            print("tpslab: interrupted; finished epochs are saved (rerun with --resume to continue)", file=sys.stderr)
         return 130
 
 

@@ -71,8 +71,14 @@ def _setting(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help_:
                    **kw)
 
 
-def _model_args(p: argparse.ArgumentParser, profile: bool = True, training: bool = False) -> None:
-    _setting(p, "--backbone", TPSConfig, "backbone", "open_clip architecture or local-dir:PATH", profile)
+OWN_DEFAULTS = ("; the default shown is TPS's: without the flag, clip, anomalyclip and musc take their own "
+                "(ViT-L-14-336 openai at 518), winclip its own (ViT-B-16-plus-240 laion400m_e31 at 240)")
+
+
+def _model_args(p: argparse.ArgumentParser, profile: bool = True, training: bool = False,
+                any_method: bool = False) -> None:
+    own = OWN_DEFAULTS if any_method else ""
+    _setting(p, "--backbone", TPSConfig, "backbone", f"open_clip architecture or local-dir:PATH{own}", profile)
     _setting(p, "--pretrained", TPSConfig, "pretrained", "'openai', a checkpoint file; none: random weights", profile)
     _setting(p, "--image-size", TPSConfig, "image_size", "input size (518 in the paper)", profile, type=int)
     _setting(p, "--variant", TPSConfig, "variant", "what to build", profile, choices=VARIANTS)
@@ -93,7 +99,7 @@ def _model_source_args(p: argparse.ArgumentParser, profile: bool = True) -> None
                    "model settings, so --backbone, --variant and --seed must agree with it (default: none)")
     p.add_argument("--authors-checkpoint", default=None, help="the authors' released .pth (with --backbone etc.) "
                    "(default: none)")
-    _model_args(p, profile)
+    _model_args(p, profile, any_method=True)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -159,6 +159,7 @@ def plot_intervals(long: pd.DataFrame, metrics: tuple[str, ...], title: str, lab
                            label="published" if j == 0 else None)
         ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
         ax.set_ylim(0, 100)
+        ax.grid(axis="x", visible=False)  # groups of bars, not a continuous axis
         ax.axhline(50, color="grey", lw=0.8, ls="--")
         ax.set_title(metric, fontsize=9)
         ax.set_ylabel("percent")

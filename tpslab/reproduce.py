@@ -277,7 +277,9 @@ def sync_notebooks(execute: bool = True, only: list[str] | None = None) -> None:
     _kernel_env()
     smoke = load_profile("smoke")
     for folder in (project_path(results_root() / smoke.name), project_path(data_root() / smoke.data.root)):
-        if folder.exists():
+        if only:  # a partial sync reads the earlier notebooks' results: rebuild all of them for a commit
+            print(f"partial sync: reusing {shown(folder)} (sync every notebook before committing outputs)")
+        elif folder.exists():
             print(f"removing {shown(folder)} (notebooks are rebuilt from scratch)")
             shutil.rmtree(folder)
     cache = tempfile.TemporaryDirectory(prefix="tpslab-sync-cache-")

@@ -4,7 +4,7 @@ A detector turns preprocessed images into image scores and anomaly maps. The fiv
 the paper's Tables 1-2 (TPS, CLIP, WinCLIP, AnomalyCLIP, MuSc) differ in how they get there,
 in their input size and in how their reference code evaluates them; they share this surface:
 
-* ``settings``: a typed dataclass (unknown keys rejected), saved with every result;
+* ``settings``: a typed dataclass (unknown keys rejected), saved in checkpoints and stored predictions;
 * ``image_size`` and ``preprocess`` (PIL image -> (3, S, S) tensor);
 * ``protocol``: the reference evaluation protocol (input size, Gaussian sigma of the maps);
 * ``predict(images, class_names)`` for batch methods, and ``predict_set(images, class_name)``
