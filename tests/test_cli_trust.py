@@ -122,6 +122,15 @@ def test_3_an_empty_split_is_one_line_before_anything_is_written(capsys, tmp_pat
     with pytest.raises(TPSLabError, match="no images to train on"):
         train(tpslab.build_model(), AnomalyDataset(meta, 64, split="train"), TrainConfig(device="cpu"), out)
     assert not out.exists()
+    # a split that is there but empty: no classes, or a class without samples
+    import json
+
+    data = json.loads(meta.read_text())
+    for empty in ({}, {"widget": []}):
+        meta.write_text(json.dumps({**data, "train": empty}))
+        err = refused(capsys, ["train", str(meta), "--split", "train", "--out", str(out)], tmp_path)
+        assert err.count("\n") == 1 and ("split 'train' has no images" in err or "train/widget is an empty class" in err)
+        assert not out.exists()
 
 
 def test_4_prepare_decodes_every_image(capsys, tmp_path):
@@ -135,6 +144,14 @@ def test_4_prepare_decodes_every_image(capsys, tmp_path):
         assert img.size == (64, 64)  # reading the header alone would pass it
     err = refused(capsys, ["prepare", "folder", str(root)], root)
     assert "b1.png: cannot read image" in err
+    assert not (root / "meta.json").exists()
+    # a truncated mask is caught the same way
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(path)
+    mask = ft.mask(root / "ground_truth" / "bad" / "b0_mask.png", size=(64, 64))
+    Image.fromarray(np.random.default_rng(2).integers(0, 2, (64, 64), np.uint8) * 255).save(mask)
+    mask.write_bytes(mask.read_bytes()[: len(mask.read_bytes()) // 2])
+    err = refused(capsys, ["prepare", "folder", str(root), "--allow-missing-masks"], root)
+    assert "b0_mask.png" in err and "cannot read" in err
     assert not (root / "meta.json").exists()
 
 

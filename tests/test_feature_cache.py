@@ -55,6 +55,15 @@ def test_keys_follow_what_the_features_depend_on(small):
     assert len({fc.FeatureStore(m).dir.name for m in [tps, *others]}) == 5
 
 
+def test_features_of_other_feature_code_are_never_read(monkeypatch):
+    """An older checkout sharing the cache (other backbone/model code) writes under another key."""
+    model = tpslab.build_model(seed=0)
+    assert fc.model_spec(model)["code"] == fc.feature_code_digest()
+    mine = fc.FeatureStore(model).dir.name
+    monkeypatch.setattr(fc, "feature_code_digest", lambda: "code-of-another-checkout")
+    assert fc.FeatureStore(model).dir.name != mine
+
+
 def test_a_changed_file_is_encoded_again(small):
     model = tpslab.build_model(seed=0)
     _encode(model, small, fc.FeatureStore(model))

@@ -210,7 +210,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(dry_run(ctx, prof))
         return 0
     result = run_compare(args.profile, tuple(args.overrides), args.out, args.data, opts, progress=not args.quiet)
-    print(f"wrote {len(result.tables)} tables and {len(result.figures)} figures under {result.out}")
+    from tpslab.utils import shown
+
+    print(f"wrote {len(result.tables)} tables and {len(result.figures)} figures under {shown(result.out)}")
     return 0
 
 

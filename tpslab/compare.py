@@ -34,6 +34,7 @@ from tpslab.utils import TPSLabError, atomic_path
 
 METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro")
 PROTOCOLS = ("reference", "harmonised")
+ClassScores = tuple[dict[str, float], dict[str, np.ndarray]]  # a class's metrics and their bootstrap samples
 PAPER_NAMES = {"tps": "TPS", "clip": "CLIP", "winclip": "WinCLIP", "anomalyclip": "AnomalyCLIP", "musc": "MuSc"}
 
 
@@ -124,8 +125,28 @@ def score_class(run: predictions.ClassRun, masks: np.ndarray, maps: np.ndarray, 
     return point, boot
 
 
+class MaskCache:
+    """The masks of one data set's classes at the sizes and rules asked for, loaded once for every method."""
+
+    def __init__(self) -> None:
+        self.dataset: str | None = None
+        self.masks: dict[tuple[str, int, str], np.ndarray] = {}
+
+    def get(self, meta: Any, dataset: str, cls: str, size: int, rule: str, paths: list[str]) -> np.ndarray:
+        """(N, size, size) bool masks; the cache holds one data set at a time (its classes, sizes, rules)."""
+        if dataset != self.dataset:
+            self.dataset, self.masks = dataset, {}
+        key = (cls, size, rule)
+        if key not in self.masks:
+            self.masks[key] = _masks(meta, cls, size, rule, paths)
+        elif [s["img_path"] for s in meta.samples("test", [cls])] != list(paths):
+            raise TPSLabError(f"{meta.root}: the test images of class {cls!r} changed since the predictions were "
+                              "stored; rerun tpslab compare (their folders are remade)")
+        return self.masks[key]
+
+
 def score_run(folder: Path, meta_path: str, dataset: str, protocol: Protocol, n_boot: int,
-              boot_seed: int) -> dict[str, tuple[dict[str, float], dict[str, np.ndarray]]]:
+              boot_seed: int, masks: MaskCache | None = None) -> dict[str, ClassScores]:
     """Class -> (metrics, bootstrap samples) of one stored run under ``protocol``; cached beside the run."""
     from tpslab.data.meta import load_meta
 
@@ -145,12 +166,12 @@ def score_run(folder: Path, meta_path: str, dataset: str, protocol: Protocol, n_
                                 {m: f[f"{c}|boot|{m}"] for m in METRICS}) for c in done}
         except (OSError, KeyError, ValueError):
             pass  # an unreadable cache is recomputed
-    meta, got = load_meta(meta_path, check_files=False), {}
+    meta, got, masks = load_meta(meta_path, check_files=False), {}, masks or MaskCache()
     for cls in done:
         run = predictions.load_class(folder, cls)
         counts = resample(run.labels, n_boot, class_seed(boot_seed, dataset, cls))
-        got[cls] = score_class(run, _masks(meta, cls, size, rule, run.paths), _maps(run.maps, size, sigma),
-                               protocol.aupro_method, counts)
+        got[cls] = score_class(run, masks.get(meta, dataset, cls, size, rule, run.paths),
+                               _maps(run.maps, size, sigma), protocol.aupro_method, counts)
     arrays = {"key": np.asarray(key)}
     for c, (point, boot) in got.items():
         arrays.update({f"{c}|point|{m}": np.asarray(point[m]) for m in METRICS})
@@ -172,11 +193,13 @@ def resample(labels: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
 
 def class_scores(ctx: Context, profile: Profile, jobs: list[Job]) -> pd.DataFrame:
     """One row per (entry, data set, run, replicate, protocol, class, metric): value and bootstrap samples."""
-    cmp, rows = profile.compare, []
-    for job in (j for j in jobs if j.kind == "predict"):
+    cmp, rows, masks = profile.compare, [], MaskCache()
+    predict = [j for j in jobs if j.kind == "predict"]
+    for job in sorted(predict, key=lambda j: j.dataset):  # by data set: its masks are loaded once
         folder = prediction_folder(Path(ctx.out), job)
         for protocol in protocols(profile).values():
-            got = score_run(folder, ctx.datasets[job.dataset], job.dataset, protocol, cmp.n_boot, cmp.boot_seed)
+            got = score_run(folder, ctx.datasets[job.dataset], job.dataset, protocol, cmp.n_boot, cmp.boot_seed,
+                            masks)
             for cls, (point, boot) in got.items():
                 rows += [{"entry": job.entry, "method": job.method, "dataset": job.dataset, "run": job.run,
                           "replicate": job.replicate, "ablation": job.ablation, "protocol": protocol.name,

@@ -136,7 +136,18 @@ def ablation_table(summary: pd.DataFrame, protocol: str) -> pd.DataFrame:
 
 def plot_intervals(long: pd.DataFrame, metrics: tuple[str, ...], title: str, label: str | None = None,
                    hue: str = "method", x: str = "dataset", value: str = "ours") -> plt.Figure:
-    """One panel per metric: bars of ``value`` by ``x`` and ``hue``, with bootstrap intervals; published as ticks."""
+    """One panel per metric: bars of ``value`` by ``x`` and ``hue``, with bootstrap intervals; published as ticks.
+
+    Drawn in seaborn's whitegrid style and palette (the same look from the CLI and the notebooks).
+    """
+    import seaborn as sns
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        return _plot_intervals(long, metrics, title, label, hue, x, value, sns.color_palette())
+
+
+def _plot_intervals(long: pd.DataFrame, metrics: tuple[str, ...], title: str, label: str | None, hue: str, x: str,
+                    value: str, colours: list) -> plt.Figure:
     from tpslab.viz import _title
 
     hues = paper_order(list(dict.fromkeys(long[hue]))) if hue == "method" else list(dict.fromkeys(long[hue]))
@@ -144,14 +155,14 @@ def plot_intervals(long: pd.DataFrame, metrics: tuple[str, ...], title: str, lab
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.4, 0.9 * len(xs) * max(1, len(hues)) / 2.5)
                                                         * len(metrics), 3.4), squeeze=False)
     width = 0.8 / max(1, len(hues))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics, strict=True):
         part = long[long["metric"] == metric]
         for j, h in enumerate(hues):
             sub = part[part[hue] == h].set_index(x).reindex(xs)
             pos = np.arange(len(xs)) - 0.4 + width * (j + 0.5)
             err = np.array([sub[value] - sub["ci_low"], sub["ci_high"] - sub[value]])
-            ax.bar(pos, sub[value], width, color=colours[j % len(colours)], label=str(h))
+            name = PAPER_NAMES.get(h, str(h)) if hue == "method" else str(h)
+            ax.bar(pos, sub[value], width, color=colours[j % len(colours)], label=name)
             ax.errorbar(pos, sub[value], yerr=np.nan_to_num(np.clip(err, 0, None)), fmt="none", ecolor="black",
                         elinewidth=0.8, capsize=2)
             if "published" in sub and sub["published"].notna().any():
