@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install demo test unit nbval reproduce compare notebooks lint bench clean
+.PHONY: install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small clean
 
 install: $(STAMP)
 
@@ -52,8 +52,15 @@ bench: install
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script --quick; done
 	$(PY) benchmarks/plot_benchmarks.py --quick
 
+# benchmarks/gpu_check.sh at CPU size (tiny model, --quick benchmarks, notebooks 00-01; about 1.5 minutes), so
+# the GPU check's code runs in CI; on a CUDA machine run benchmarks/gpu_check.sh itself.
+GPU_CHECK_DIR ?= $(CURDIR)/.gpu-check-run
+gpu-check-small: install
+	rm -rf $(GPU_CHECK_DIR)
+	GPU_CHECK_SMALL=1 PYTHON=$(CURDIR)/$(PY) bash benchmarks/gpu_check.sh $(GPU_CHECK_DIR)
+
 lint: install
 	$(VENV)/bin/ruff check tpslab tests
 
 clean:
-	rm -rf $(NBVAL_DIR) .pytest_cache
+	rm -rf $(NBVAL_DIR) $(GPU_CHECK_DIR) .pytest_cache

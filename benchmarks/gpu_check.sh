@@ -25,8 +25,9 @@ from tpslab.profiles import PROFILE_DIR
 p = yaml.safe_load((PROFILE_DIR / "gpu-smoke.yaml").read_text())
 p.update(name="gpu-smoke-small", device="cpu", threads=1)
 p["model"].update(backbone="tpslab-tiny", image_size=None)
-p["methods"] = {m: {"backbone": "tpslab-tiny", "pretrained": None} for m in p["methods"]}
-p["data"]["synthetic"].update(n_per_class=3, image_size=64)
+p["methods"] = {m: {"backbone": "tpslab-tiny", "pretrained": None, "image_size": None} for m in p["methods"]}
+p["compare"].update(n_boot=50)  # harmonised_size stays 518: the 64 -> 518 resize path is exercised too
+p["data"]["synthetic"].update(n_per_class=6, image_size=64)  # MuSc needs >= 5 images per class
 p["train"]["epochs"] = 1
 p["evaluate"]["num_workers"] = 0
 open(sys.argv[1], "w").write(yaml.safe_dump(p))

@@ -1,7 +1,7 @@
 """The GPU path's pieces: the gpu-smoke profile, benchmarks/gpu_check.sh's guard, the summary, the figure.
 
-The whole CPU-sized check (``GPU_CHECK_SMALL=1 benchmarks/gpu_check.sh``) takes about two
-minutes on a 2-core CPU, too long for a unit test: run it directly.
+The whole CPU-sized check (``GPU_CHECK_SMALL=1 benchmarks/gpu_check.sh``) takes about 1.5
+minutes on a 2-core CPU, too long for a unit test: CI runs it (``make gpu-check-small``, in ``.ci/run``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ A data set's figure is the mean over its classes. Each gets a bootstrap interval
 resamples of :mod:`tpslab.bootstrap`, stratified by label, whole images, the same resamples for
 every method and replicate: a paired design) and, for trained methods, the mean and standard
 deviation over the ``compare.seeds`` replicates; the interval is that of the replicates' mean.
-Scores of a run are cached beside its predictions (``scores-<protocol>.npz``), keyed by the
+Scores of a run are computed by its predict job and cached beside its predictions
+(``scores-<protocol>.npz``, so executors spread the scoring too), keyed by the
 protocol and the bootstrap settings.
 """
 

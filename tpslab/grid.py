@@ -256,6 +256,11 @@ def _predict(ctx: Context, profile: Profile, job: Job) -> None:
             np.concatenate(parts["scores"]), np.concatenate(parts["maps"]), np.concatenate(parts["labels"]),
             np.concatenate(parts["has_mask"]), parts["paths"], parts["types"]))
     predictions.finish(folder, counts, model.protocol.image_size, model.protocol.sigma, model.mask_rule)
+    from tpslab.compare import protocols, score_run
+
+    for protocol in protocols(profile).values():  # scored here, so executors spread the scoring too (cached)
+        score_run(folder, ctx.datasets[job.dataset], job.dataset, protocol, profile.compare.n_boot,
+                  profile.compare.boot_seed)
 
 
 # ----------------------------------------------------------------------------- executors
