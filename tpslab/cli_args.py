@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from tpslab.configs import AUPRO_METHODS, VARIANTS, EvalConfig, TPSConfig, TrainConfig
+from tpslab.grid import EXECUTORS
 from tpslab.methods import METHODS, TRAINED
 from tpslab.profiles import available_profiles
 
@@ -23,7 +24,6 @@ PREPARE_OPTIONS = {  # attribute of the parsed arguments -> (option of the data-
 }
 
 
-EXECUTORS = ("local", "local-parallel", "slurm")  # tpslab.grid.EXECUTORS (kept here: the parser imports no torch)
 COMPARE_DESCRIPTION = """Run every method of a profile (TPS, CLIP, WinCLIP, AnomalyCLIP, MuSc, the ablation rows)
 on its data sets, over compare.seeds replicates of the trained ones, store each run's predictions under
 <out>/predictions/, then write Tables 1-3 and Figure 3 under <out>/compare/ (CSV, Markdown, LaTeX, figures) for

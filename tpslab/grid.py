@@ -30,11 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tpslab.methods import TRAINED
 from tpslab.profiles import Profile, evaluation_plan, industrial_runs, load_profile, training_runs
 from tpslab.utils import TPSLabError, shown
 
-EXECUTORS = ("local", "local-parallel", "slurm")
-TRAINED = ("tps", "anomalyclip")
+EXECUTORS = ("local", "local-parallel", "slurm")  # imports here stay torch-free: the CLI parser reads this
 
 
 @dataclass(frozen=True)
