@@ -39,8 +39,15 @@ def test_unknown_cell_is_an_error():
 
 
 def test_layout_marks_cells_without_source():
-    ours = pd.DataFrame([{"dataset": "synthetic", "run": "main", "class": "mean", "image_auroc": 55.0, "image_ap": 60.0}])
-    table = pn.table_layout(1, ours, {"synthetic": "main"}, "tpslab", category="synthetic")
+    from tpslab.compare_tables import layout, long_table
+
+    summary = pd.DataFrame([{"entry": "tps", "method": "tps", "dataset": "synthetic", "run": "main", "ablation": False,
+                             "protocol": "reference", "metric": m, "mean": v, "std": float("nan"), "seeds": 1,
+                             "ci_low": v - 1, "ci_high": v + 1, "classes": 8}
+                            for m, v in (("image_auroc", 55.0), ("image_ap", 60.0))])
+    long = long_table(summary, 1, "reference", {"synthetic": "main"})
+    table = layout(long, 1, ["clip", "winclip", "anomalyclip", "musc", "tps"], "tpslab")
     row = table[table["Datasets"] == "Br35H"].iloc[0]
-    assert row["AnomalyCLIP"].endswith("\u2020") and not row["CLIP"].endswith("\u2020")
-    assert table[table["Datasets"] == "MVTec AD"].iloc[0]["MuSc"] == "97.8, 99.1"
+    assert row["AnomalyCLIP (paper)"].endswith("\u2020") and not row["CLIP (paper)"].endswith("\u2020")
+    assert table[table["Datasets"] == "MVTec AD"].iloc[0]["MuSc (paper)"] == "97.8, 99.1"
+    assert table[table["Datasets"] == "synthetic"].iloc[0]["TPS (tpslab)"] == "55.0, 60.0"

@@ -66,15 +66,20 @@ def class_seed(boot_seed: int, dataset: str, cls: str) -> int:
 # ----------------------------------------------------------------------------- one stored run -> class scores
 
 
-def _masks(meta: Any, cls: str, size: int, rule: str, paths: list[str]) -> np.ndarray:
-    """(N, size, size) bool masks of a class's test images, in the stored order (checked by path)."""
-    from tpslab.data.dataset import mask_to_tensor
-    from tpslab.data.images import load_mask
-
+def _check_images(meta: Any, cls: str, paths: list[str]) -> list[dict[str, Any]]:
+    """The class's test samples, refusing stored predictions made for other images."""
     samples = meta.samples("test", [cls])
     if [s["img_path"] for s in samples] != list(paths):
         raise TPSLabError(f"{meta.root}: the test images of class {cls!r} changed since the predictions were stored; "
                           "rerun tpslab compare (their folders are remade)")
+    return samples
+
+
+def _masks(meta: Any, samples: list[dict[str, Any]], size: int, rule: str) -> np.ndarray:
+    """(N, size, size) bool masks of the samples, in their order (zeros where an image has none)."""
+    from tpslab.data.dataset import mask_to_tensor
+    from tpslab.data.images import load_mask
+
     out = np.zeros((len(samples), size, size), bool)
     for i, s in enumerate(samples):
         if s["mask_path"]:
@@ -105,23 +110,19 @@ def score_class(run: predictions.ClassRun, masks: np.ndarray, maps: np.ndarray, 
     Pixel metrics use the images with a mask only; an AUPRO computed the authors' way has no
     bootstrap (its samples are NaN).
     """
-    from tpslab import metrics
     from tpslab.bootstrap import PixelBootstrap, image_samples
-    from tpslab.pixel_pool import PixelPool
+    from tpslab.evaluate import ClassPredictions
+    from tpslab.evaluate import score_class as exact_metrics
 
-    point = {"image_auroc": metrics.image_auroc(run.labels, run.scores), "image_ap": metrics.image_ap(run.labels,
-                                                                                                     run.scores)}
-    boot = image_samples(run.labels, run.scores, counts)
     keep = np.asarray(run.has_mask, bool)
+    predicted = ClassPredictions(run.scores, maps, run.labels, masks, keep, run.paths)
+    point = {k: v / 100 for k, v in exact_metrics(predicted, aupro_method).items()}  # tpslab evaluate's own code
+    boot = image_samples(run.labels, run.scores, counts)
     if keep.any():
-        pool = PixelPool()
-        pool.update(masks[keep], maps[keep])
-        point.update(pool.compute(aupro_method, which=("pixel_auroc", "pixel_aupro")))
         boot.update(PixelBootstrap(masks[keep], maps[keep]).samples(counts[:, keep]))
         if aupro_method != "exact":
             boot["pixel_aupro"] = np.full(len(counts), np.nan)
     else:
-        point.update(pixel_auroc=np.nan, pixel_aupro=np.nan)
         boot.update(pixel_auroc=np.full(len(counts), np.nan), pixel_aupro=np.full(len(counts), np.nan))
     return point, boot
 
@@ -137,12 +138,9 @@ class MaskCache:
         """(N, size, size) bool masks; the cache holds one data set at a time (its classes, sizes, rules)."""
         if dataset != self.dataset:
             self.dataset, self.masks = dataset, {}
-        key = (cls, size, rule)
+        samples, key = _check_images(meta, cls, paths), (cls, size, rule)
         if key not in self.masks:
-            self.masks[key] = _masks(meta, cls, size, rule, paths)
-        elif [s["img_path"] for s in meta.samples("test", [cls])] != list(paths):
-            raise TPSLabError(f"{meta.root}: the test images of class {cls!r} changed since the predictions were "
-                              "stored; rerun tpslab compare (their folders are remade)")
+            self.masks[key] = _masks(meta, samples, size, rule)
         return self.masks[key]
 
 
@@ -248,7 +246,7 @@ class Comparison:
 def context(profile: str, overrides: tuple[str, ...] = (), out: str | Path | None = None,
             data: str | Path | None = None, progress: bool = False, locate: bool = True) -> tuple[Context, Profile]:
     """The grid's context for a profile: folders, and its data sets (made or found when ``locate``)."""
-    from tpslab.profiles import data_root, load_profile, locate_datasets, results_root
+    from tpslab.profiles import data_root, load_profile, locate_datasets, needed_datasets, results_root
     from tpslab.utils import project_path
 
     prof = load_profile(profile, list(overrides))
@@ -258,10 +256,7 @@ def context(profile: str, overrides: tuple[str, ...] = (), out: str | Path | Non
         found = {k: str(v) for k, v in locate_datasets(prof, data_dir, progress).items()}
     else:  # where each data set's meta.json is (or would be), without making or checking anything
         root = data_dir / prof.data.root if prof.data.kind == "synthetic" else data_dir
-        names = [prof.data.train, *prof.data.test, *prof.ablation.test,
-                 *(v for s in prof.data.medical.values() for v in [s["train"], *s["test"]]),
-                 *prof.data.auxiliary_for.values()]
-        found = {n: str(root / prof.data.folder(n) / "meta.json") for n in dict.fromkeys(names)}
+        found = {n: str(root / prof.data.folder(n) / "meta.json") for n in needed_datasets(prof)}
     return Context(str(profile), tuple(overrides), str(out_dir), str(data_dir), found, progress), prof
 
 

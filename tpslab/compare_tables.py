@@ -23,9 +23,8 @@ import pandas as pd
 from tpslab import paper_numbers as pn
 from tpslab.compare import PAPER_NAMES
 
-TABLE_METRICS = {1: ("image_auroc", "image_ap"), 2: ("pixel_auroc", "pixel_aupro"),
-                 "classification": ("image_auroc", "image_ap"), "segmentation": ("pixel_auroc", "pixel_aupro")}
-DAGGER = "\u2020"
+TABLE_METRICS = pn.TABLE_METRICS  # which two metrics each table's pairs are
+DAGGER = pn.DAGGER
 
 
 def _published(table: int, dataset: str, entry: str, metric: str) -> tuple[float, str]:
@@ -94,9 +93,7 @@ def layout(long: pd.DataFrame, table: int, methods: list[str], column: str) -> p
         for m in paper_order(methods):
             name = PAPER_NAMES.get(m, m)
             if known and name in published[d]:
-                pair = published[d][name]
-                mark = f" {DAGGER}" if m != "tps" and pn.provenance(table, d, name)[0] == "no source" else ""
-                row[f"{name} (paper)"] = f"{pair[0]:.1f}, {pair[1]:.1f}{mark}"
+                row[f"{name} (paper)"] = pn.published_cell(published[d][name], table, d, name)
             else:
                 row[f"{name} (paper)"] = "-"
             row[f"{name} ({column})"] = _cell(long, d, m, metrics)

@@ -145,7 +145,11 @@ def predict_dataset(model: Detector, dataset: AnomalyDataset | list[dict[str, An
 def score_class(p: ClassPredictions, aupro_method: str = EvalConfig.aupro_method) -> dict[str, float]:
     """The four paper metrics of one class, in percent (NaN where undefined)."""
     keep = p.has_mask
-    pixel = metrics.pixel_metrics(p.masks[keep], p.maps[keep], aupro_method) if keep.any() else {}  # one pass
+    pixel = {}
+    if keep.any():  # one pass, only the two metrics the tables report (as _Collector.row)
+        pool = PixelPool()
+        pool.update(p.masks[keep], p.maps[keep])
+        pixel = pool.compute(aupro_method, which=("pixel_auroc", "pixel_aupro"))
     row = {
         "image_auroc": metrics.image_auroc(p.labels, p.scores),
         "image_ap": metrics.image_ap(p.labels, p.scores),

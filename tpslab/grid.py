@@ -129,6 +129,16 @@ def prediction_folder(out: Path, job: Job) -> Path:
     return out / "predictions" / _slug(job.entry) / job.dataset / job.tag
 
 
+def train_set(profile: Profile, job: Job) -> str:
+    """The auxiliary data set a train job (or the trainer of a predict job) learns from."""
+    return profile.data.train if job.ablation else training_runs(profile)[job.run]
+
+
+def train_folders(out: Path, job: Job) -> list[Path]:
+    """Where a train job's finished run may be: its folder (and for an ablation row's replicate 0, 02's run)."""
+    return [train_folder(out, job), *([out / "train" / "main"] if job.ablation and job.replicate == 0 else [])]
+
+
 def _lab(ctx: Context, profile: Profile) -> Any:
     from tpslab.lab import Lab
     from tpslab.utils import resolve_device
@@ -152,8 +162,7 @@ def train_spec(ctx: Context, profile: Profile, job: Job) -> dict[str, Any]:
     """The ``run.json`` a train job's finished run holds."""
     from tpslab.lab import run_spec
 
-    dataset = profile.data.train if job.ablation else training_runs(profile)[job.run]
-    return run_spec(_lab(ctx, profile), dataset, **train_settings(profile, job))
+    return run_spec(_lab(ctx, profile), train_set(profile, job), **train_settings(profile, job))
 
 
 def prediction_spec(ctx: Context, profile: Profile, job: Job) -> dict[str, Any]:
@@ -178,8 +187,7 @@ def is_finished(ctx: Context, job: Job, profile: Profile | None = None) -> bool:
     profile = profile or ctx.load()
     out = Path(ctx.out)
     if job.kind == "train":
-        reuse = [out / "train" / "main"] if job.ablation and job.replicate == 0 else []
-        return finished_run([train_folder(out, job), *reuse], train_spec(ctx, profile, job)) is not None
+        return finished_run(train_folders(out, job), train_spec(ctx, profile, job)) is not None
     return predictions.is_done(prediction_folder(out, job), prediction_spec(ctx, profile, job))
 
 
@@ -203,10 +211,8 @@ def run_job(ctx: Context, job: Job) -> str:
 def _train(ctx: Context, profile: Profile, job: Job) -> None:
     from tpslab.lab import train_run
 
-    lab, out = _lab(ctx, profile), Path(ctx.out)
-    dataset = profile.data.train if job.ablation else training_runs(profile)[job.run]
-    reuse = [out / "train" / "main"] if job.ablation and job.replicate == 0 else []
-    train_run(lab, train_folder(out, job), dataset, reuse=reuse, **train_settings(profile, job))
+    first, *reuse = train_folders(Path(ctx.out), job)
+    train_run(_lab(ctx, profile), first, train_set(profile, job), reuse=reuse, **train_settings(profile, job))
 
 
 def _model(ctx: Context, profile: Profile, job: Job) -> Any:
@@ -216,9 +222,8 @@ def _model(ctx: Context, profile: Profile, job: Job) -> Any:
 
     if not job.run:
         return build_method(job.method, **profile.method_settings(job.method))
-    trainer, out = job.trainer(), Path(ctx.out)
-    reuse = [out / "train" / "main"] if trainer.ablation and trainer.replicate == 0 else []
-    found = finished_run([train_folder(out, trainer), *reuse], train_spec(ctx, profile, trainer))
+    trainer = job.trainer()
+    found = finished_run(train_folders(Path(ctx.out), trainer), train_spec(ctx, profile, trainer))
     if found is None:
         raise TPSLabError(f"{job.name}: the model of '{trainer.name}' is not trained yet (run its train job first)")
     return load_checkpoint(found / CHECKPOINT)

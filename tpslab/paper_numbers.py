@@ -168,59 +168,18 @@ TABLE_METRICS = {1: ("image_auroc", "image_ap"), 2: ("pixel_auroc", "pixel_aupro
                  "classification": ("image_auroc", "image_ap"), "segmentation": ("pixel_auroc", "pixel_aupro")}
 
 
-# ----------------------------------------------------------------------------- the layouts, ours beside
+# ----------------------------------------------------------------------------- a published cell as printed
+
+DAGGER = "\u2020"  # marks a published baseline cell that traces to no source
 
 
-def _pair(mean: Any, dataset: str, run: str | None, cols: tuple[str, str]) -> str:
-    row = mean[(mean["dataset"] == dataset) & (mean["run"] == run)]
-    return f"{row[cols[0]].iloc[0]:.1f}, {row[cols[1]].iloc[0]:.1f}" if len(row) else "not run"
+def published_cell(pair: tuple[float, float], number: int, dataset: str, method: str) -> str:
+    """A published pair as printed, with a dagger where it traces to no source (see :func:`provenance`).
 
+    The tables themselves (ours beside these) are laid out by :mod:`tpslab.compare_tables`.
 
-def _published(pair: tuple[float, float], number: int, dataset: str, method: str) -> str:
-    """A published cell as printed, with a dagger where it traces to no source (see :func:`provenance`)."""
-    mark = " \u2020" if method != "TPS" and provenance(number, dataset, method)[0] == "no source" else ""
+    >>> published_cell(TABLE1["br35h"]["AnomalyCLIP"], 1, "br35h", "AnomalyCLIP")
+    '84.9, 73.8 \u2020'
+    """
+    mark = f" {DAGGER}" if method != "TPS" and provenance(number, dataset, method)[0] == "no source" else ""
     return f"{pair[0]:.1f}, {pair[1]:.1f}{mark}"
-
-
-def table_layout(number: int, ours: Any, runs: dict[str, str], column: str, category: str = "other") -> Any:
-    """Table 1 or 2 in the paper's layout: the published columns, then ours.
-
-    Args:
-        number: 1 (classification) or 2 (segmentation).
-        ours: per-class metrics with a ``run`` column (``03_metrics.csv``); its ``mean`` rows are used.
-        runs: data set -> the run (model) whose evaluation fills our column.
-        column: the header of our column.
-        category: the Category of our data sets that the paper does not have (e.g. "synthetic");
-            they get rows of their own, with "-" in the published columns.
-
-    A published baseline cell that traces to no source is marked with a dagger (see :func:`provenance`).
-    """
-    import pandas as pd
-
-    published, cols = (TABLE1, TABLE_METRICS[1]) if number == 1 else (TABLE2, TABLE_METRICS[2])
-    mean = ours[ours["class"] == "mean"]
-    head = {m: ("TPS (paper)" if m == "TPS" else m) for m in METHODS}
-    rows = [{"Datasets": DATASET_NAMES[d], "Category": CATEGORY[d][0], "|C|": CATEGORY[d][1],
-             **{head[m]: _published(v[m], number, d, m) for m in METHODS}, column: _pair(mean, d, runs.get(d), cols)}
-            for d, v in published.items()]
-    for d, r in runs.items():
-        if d not in DATASET_NAMES:
-            n = int(((ours["dataset"] == d) & (ours["run"] == r) & (ours["class"] != "mean")).sum())
-            rows.append({"Datasets": d, "Category": category, "|C|": n, **{head[m]: "-" for m in METHODS},
-                         column: _pair(mean, d, r, cols)})
-    return pd.DataFrame(rows)
-
-
-def table3_layout(ours: Any, runs: dict[str, str], column: str) -> Any:
-    """Table 3: TPS trained on industrial vs medical data, published beside ours.
-
-    ``runs`` maps each data set to its industrial run; the medical runs are ``medical-<task>``.
-    """
-    import pandas as pd
-
-    mean = ours[ours["class"] == "mean"]
-    return pd.DataFrame([{"Task": task.capitalize(), "Dataset": DATASET_NAMES[d],
-                          **{f"{k} (paper)": f"{a:.1f}, {b:.1f}" for k, (a, b) in v.items()},
-                          f"{column}, industrial": _pair(mean, d, runs.get(d), TABLE_METRICS[task]),
-                          f"{column}, medical": _pair(mean, d, f"medical-{task}", TABLE_METRICS[task])}
-                         for task, sets in TABLE3.items() for d, v in sets.items()])
