@@ -40,6 +40,9 @@ def torch_load(path: str | os.PathLike) -> Any:
         TPSLabError: the file is missing or is not a readable torch file of plain tensors.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = " (it holds one: give that file)" if (path / CHECKPOINT).is_file() else ""
+        raise TPSLabError(f"{path} is a folder: expected a checkpoint file such as {path / CHECKPOINT}{inside}")
     if not path.is_file():
         raise TPSLabError(f"{path}: checkpoint not found")
     try:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tpslab.cli_args import PREPARE_OPTIONS, add_prepare_arguments, build_parser, classes_arg  # noqa: F401
-from tpslab.cli_settings import checkpoint_conflicts, given, resume_settings, settings, split_samples
-from tpslab.configs import TPSConfig, TrainConfig
+from tpslab.cli_settings import checkpoint_conflicts, resume_settings, settings, split_samples, training_data_warnings
+from tpslab.configs import TrainConfig
 from tpslab.methods import TRAINED
-from tpslab.utils import TPSLabError, check_device_name
+from tpslab.utils import TPSLabError, check_device_name, check_writable_dir
 
 if TYPE_CHECKING:
     from tpslab.methods.base import Detector
@@ -40,7 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tpslab.demo import run_demo
 
     run_demo(args.profile, out=args.out, data=args.data, resume=args.resume, progress=not args.quiet,
-             device=args.device)
+             device=args.device, force=args.force)
     return 0
 
 
@@ -49,6 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tpslab.checkpoint import CHECKPOINT, read_checkpoint
     from tpslab.utils import resolve_device
 
+    check_writable_dir(args.out)
     ckpt_path = Path(args.out) / CHECKPOINT
     saved = None
     if ckpt_path.is_file() and args.resume:
@@ -72,6 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model = build_method(args.method, **model_settings)
     dataset = AnomalyDataset(args.data, model.image_size, split=args.split, classes=args.classes)
+    for warning in training_data_warnings(dataset.samples):
+        print(f"tpslab: warning: {warning}", file=sys.stderr)
     train(model, dataset, cfg, args.out, resume=args.resume, progress=not args.quiet)
     print(f"checkpoint: {ckpt_path}")
     return 0
@@ -123,39 +126,91 @@ def _not_zero_shot(args: argparse.Namespace) -> str | None:
             f"{', '.join(same)})")
 
 
+def _method_of(args: argparse.Namespace) -> str:
+    """The method that will run: ``--method``, else the checkpoint's, else tps."""
+    from tpslab.checkpoint import read_checkpoint
+
+    if args.checkpoint and not args.method_given:
+        return read_checkpoint(args.checkpoint, hint=AUTHORS_FILE).get("method", "tps")
+    return args.method
+
+
+def _record(args: argparse.Namespace, model: Detector, run: dict[str, Any]) -> dict[str, Any]:
+    """What ``run.json`` says produced the outputs: weights or checkpoint, backbone and settings."""
+    settings_ = model.settings.to_dict() if hasattr(model.settings, "to_dict") else dict(vars(model.settings))
+    weights = ({"checkpoint": str(Path(args.checkpoint).resolve())} if args.checkpoint else
+               {"authors_checkpoint": str(Path(args.authors_checkpoint).resolve())} if args.authors_checkpoint else {})
+    weights["pretrained"] = settings_.get("pretrained")
+    return {"method": model.method, "weights": weights, "backbone": settings_.get("backbone"),
+            "settings": {"model": settings_, **run}}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``tpslab evaluate``."""
-    from tpslab.evaluate import evaluate_with, to_markdown, write_table
+    """``tpslab evaluate``: refuses to replace a previous evaluation of the same method and data unless --force."""
+    from dataclasses import asdict
+
+    from tpslab.data.meta import load_meta
+    from tpslab.evaluate import evaluate_with, nan_notes, to_markdown, write_table
+    from tpslab.provenance import refuse_existing, write_run_json
     from tpslab.utils import resolve_device
 
+    if args.out:
+        check_writable_dir(args.out)
     model_settings, _, ev, _ = settings(args)
     resolve_device(ev.device)
     split_samples(args.data, args.split, args.classes)
+    method = _method_of(args)
+    name = args.name or load_meta(args.data, check_files=False).root.name
+    stem = Path(args.out) / f"{name}_{method}_metrics" if args.out else None
+    if stem is not None:
+        refuse_existing([stem.with_suffix(".csv"), stem.with_suffix(".md"), _run_json(stem)], args.force,
+                        f"an evaluation of {method} on {name}")
     note = _not_zero_shot(args)
     if note:
         print(f"tpslab: warning: {note}", file=sys.stderr)
     model = _load_model(args, model_settings)
     table = evaluate_with(model, args.data, ev, split=args.split, classes=args.classes, dataset_name=args.name,
                           progress=not args.quiet)
-    print((f"{note}\n\n" if note else "") + to_markdown(table))
-    if args.out:
-        paths = write_table(table, Path(args.out) / f"{table['dataset'].iloc[0]}_metrics", note=note)
+    notes = nan_notes(table)
+    print(to_markdown(table) + "".join(f"note: {n}\n" for n in notes), end="")
+    if stem is not None:
+        heading = "\n".join(([note] if note else []) + [f"Method {model.method}."] + notes)
+        paths = write_table(table, stem, note=heading)
+        rec = _record(args, model, {"evaluate": asdict(ev)})
+        paths.append(write_run_json(stem.parent, rec.pop("method"), rec.pop("weights"), rec.pop("backbone"),
+                                    rec.pop("settings"), name=_run_json(stem).name, data=str(Path(args.data)),
+                                    split=args.split, classes=args.classes, outputs=[p.name for p in paths]))
         print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 
+def _run_json(stem: Path) -> Path:
+    """``<data>_<method>_run.json`` beside ``<data>_<method>_metrics.*``."""
+    return stem.with_name(stem.name.removesuffix("_metrics") + "_run.json")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    """``tpslab predict``."""
-    from tpslab.predict import collect_images, predict_paths
+    """``tpslab predict``: refuses to write over a previous run in --out unless --force."""
+    from dataclasses import asdict
+
+    from tpslab.predict import OUTPUTS, collect_images, predict_paths
+    from tpslab.provenance import refuse_existing, write_run_json
     from tpslab.utils import resolve_device
 
-    device = resolve_device(args.device)
-    if args.batch_size < 1:
-        raise TPSLabError(f"--batch-size {args.batch_size}: give 1 or more")
+    if args.method == "musc":
+        raise TPSLabError("musc scores a whole class at once (each image against the others): use `tpslab "
+                          "evaluate` on a prepared data set")
+    check_writable_dir(args.out)
+    refuse_existing([Path(args.out) / name for name in OUTPUTS], args.force, "a previous predict run")
+    model_settings, _, ev, _ = settings(args)
+    device = resolve_device(ev.device)
     images = collect_images(args.inputs, split=args.split)
-    model = _load_model(args, given(args, TPSConfig)).to(device)
-    predict_paths(model, images, args.out, sigma=args.sigma, progress=not args.quiet, class_name=args.class_name,
-                  batch_size=args.batch_size, device=device)
+    model = _load_model(args, model_settings).to(device)
+    predict_paths(model, images, args.out, sigma=ev.sigma, progress=not args.quiet, class_name=args.class_name,
+                  batch_size=ev.batch_size, device=device, strict=args.strict, force=args.force)
+    rec = _record(args, model, {"evaluate": asdict(ev), "class_name": args.class_name})
+    write_run_json(args.out, rec.pop("method"), rec.pop("weights"), rec.pop("backbone"), rec.pop("settings"),
+                   inputs=[str(i) for i in args.inputs])
     return 0
 
 
@@ -171,6 +226,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     from tpslab.data.prepare import build_meta, summarize
 
     key = resolve_name(args.name)
+    if Path(args.root).is_dir() or args.out:  # where meta.json goes must take it (a missing ROOT is named later)
+        check_writable_dir(args.out or args.root, "--out" if args.out else "ROOT",
+                           None if args.out else "give --out to write meta.json elsewhere")
     given_options = {arg: opt for arg, opt in PREPARE_OPTIONS.items() if getattr(args, arg, None) not in (None, False)}
     taken = builder_options(key)
     wrong = [flag for arg, (opt, flag) in given_options.items() if opt not in taken]
@@ -233,6 +291,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+INTERRUPTED = {  # what Ctrl-C leaves, per command
+    "compare": "finished jobs (and the classes of an unfinished one) are kept: rerun the same command to continue",
+    "train": "finished epochs are saved (rerun with --resume to continue)",
+    "demo": "finished epochs are saved (rerun `tpslab demo --resume` to continue)",
+    "reproduce": "rerun the same command to continue",
+    "predict": "nothing was written (outputs are written at the end): rerun the same command",
+    "evaluate": "nothing was written (the tables are written at the end): rerun the same command",
+    "prepare": "no meta.json was written: rerun the same command",
+}
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "prepare": run_prepare,
     "reproduce": cmd_reproduce, "compare": cmd_compare, "cache": cmd_cache,
@@ -252,11 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tpslab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.command == "compare":
-            print("tpslab: interrupted; finished jobs (and the classes of an unfinished one) are kept: rerun the "
-                  "same command to continue", file=sys.stderr)
-        else:
-            print("tpslab: interrupted; finished epochs are saved (rerun with --resume to continue)", file=sys.stderr)
+        print(f"tpslab: interrupted; {INTERRUPTED.get(args.command, 'nothing was written')}", file=sys.stderr)
         return 130
 
 

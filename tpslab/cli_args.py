@@ -13,7 +13,8 @@ from typing import Any
 from tpslab.configs import AUPRO_METHODS, VARIANTS, EvalConfig, TPSConfig, TrainConfig
 from tpslab.grid import EXECUTORS
 from tpslab.methods import METHODS, TRAINED
-from tpslab.profiles import available_profiles
+from tpslab.profiles import available_profiles, synthetic_profiles
+from tpslab.utils import weights_arg
 
 FLAGS: dict[str, str] = {}  # "TrainConfig.epochs" -> "--epochs": the flag of each dataclass setting
 PREPARE_OPTIONS = {  # attribute of the parsed arguments -> (option of the data-set builder, its flag)
@@ -79,7 +80,8 @@ def _model_args(p: argparse.ArgumentParser, profile: bool = True, training: bool
                 any_method: bool = False) -> None:
     own = OWN_DEFAULTS if any_method else ""
     _setting(p, "--backbone", TPSConfig, "backbone", f"open_clip architecture or local-dir:PATH{own}", profile)
-    _setting(p, "--pretrained", TPSConfig, "pretrained", "'openai', a checkpoint file; none: random weights", profile)
+    _setting(p, "--pretrained", TPSConfig, "pretrained", "'openai', a checkpoint file; none (or '', null): "
+             "seeded random weights, the default of every method on a tpslab-* backbone", profile, type=weights_arg)
     _setting(p, "--image-size", TPSConfig, "image_size", "input size (518 in the paper)", profile, type=int)
     _setting(p, "--variant", TPSConfig, "variant", "what to build", profile, choices=VARIANTS)
     shuffling = " (--train-seed shuffles the data)" if training else ""
@@ -172,11 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=description or help_, formatter_class=_Help)
 
     p = command("demo", "train on the synthetic training domain, evaluate held out (small profile)")
-    profiles = ", ".join(available_profiles())
+    profiles = ", ".join(synthetic_profiles())
     p.add_argument("--profile", default="smoke", help=f"a profile with synthetic data: {profiles} or a YAML file")
-    p.add_argument("--out", default=None, help="results folder (default: results/demo)")
+    p.add_argument("--out", default=None, help="results folder: tables, figures, train/checkpoint.pt; refused if it "
+                   "holds a previous demo's checkpoint, unless --resume or --force (default: results/demo)")
     p.add_argument("--data", default=None, help="data root (default: $TPSLAB_DATA or ./data)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
+    p.add_argument("--force", action="store_true", help="start again, replacing a previous demo in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _device_arg(p, default=None)
 
@@ -190,25 +194,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=classes_arg, default=None, help="comma-separated classes (default: all)")
     p.add_argument("--name", default=None, help="data set name in the table (default: the data folder's name)")
     _setting(p, "--batch-size", EvalConfig, "batch_size", "images per forward pass", type=int)
-    _setting(p, "--sigma", EvalConfig, "sigma", "map smoothing in px (None: the method's reference protocol)",
+    _setting(p, "--sigma", EvalConfig, "sigma", "map smoothing in px, >= 0 (0: none; None: the method's reference "
+             "protocol)",
              type=float)
     _setting(p, "--aupro", EvalConfig, "aupro_method", "AUPRO thresholds", choices=AUPRO_METHODS)
     _device_arg(p, default=None)
-    p.add_argument("--out", default=None, help="folder for the CSV and Markdown tables (default: none)")
+    p.add_argument("--out", default=None, help="folder for <data>_<method>_metrics.csv and .md and "
+                   "<data>_<method>_run.json (what produced them); refused if they exist, unless --force "
+                   "(default: none, the table is printed only)")
+    p.add_argument("--force", action="store_true", help="replace a previous evaluation of the same method and data "
+                   "in --out")
     _model_source_args(p)
 
     p = command("predict", "scores, anomaly maps and overlays for images (files, folders or a prepared data set)")
     p.add_argument("inputs", nargs="+", help="image files, folders (mask folders such as ground_truth/ are skipped) "
                    "or a data set's meta.json (its --split images)")
-    p.add_argument("--out", required=True, help="folder for scores.csv, the overlay PNGs and maps.npz "
-                   "(required; default: none)")
+    p.add_argument("--out", required=True, help="folder for scores.csv, the overlay PNGs, maps.npz, run.json (what "
+                   "produced them) and skipped.csv (images that could not be read); refused if it holds a previous "
+                   "run's scores.csv or maps.npz, unless --force (required; default: none)")
+    _profile_args(p)
     p.add_argument("--split", default="test", help="the split taken from a meta.json input")
-    p.add_argument("--sigma", type=float, default=None, help="smoothing in px (default: the method's reference "
-                   "protocol, e.g. 4 px at 518 for TPS)")
+    _setting(p, "--sigma", EvalConfig, "sigma", "smoothing in px, >= 0 (0: none; None: the method's reference "
+             "protocol, e.g. 4 px at 518 for TPS)", type=float)
     p.add_argument("--class-name", default="object", help="the object's name, for CLIP's and WinCLIP's prompts")
-    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size, help="images per forward pass")
-    _device_arg(p)
-    _model_source_args(p, profile=False)
+    _setting(p, "--batch-size", EvalConfig, "batch_size", "images per forward pass", type=int)
+    _device_arg(p, default=None)
+    p.add_argument("--force", action="store_true", help="replace a previous run's outputs in --out")
+    p.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read (default: "
+                   "skip it, name it in skipped.csv and in the summary)")
+    _model_source_args(p)
 
     p = command("prepare", "write meta.json for a data set as distributed (or any folder)")
     add_prepare_arguments(p)

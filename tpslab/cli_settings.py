@@ -29,7 +29,10 @@ FIXED_BY_CHECKPOINT = ("backbone", "variant", "seed")  # model flags a checkpoin
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The explicit flags of dataclass ``cls`` that were given."""
     prefix = f"{cls.__name__}."
-    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+    got = {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+    if got.get("pretrained") == "":  # --pretrained none (see tpslab.utils.weights_arg): random weights
+        got["pretrained"] = None
+    return got
 
 
 def profile_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
@@ -39,10 +42,38 @@ def profile_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     if args.profile:
         prof = load_profile(args.profile, args.overrides)
         prof.apply_threads()
-        return prof.method_settings(args.method), dict(prof.train), asdict(prof.evaluate), prof.device
+        train_ = {**({"threads": prof.threads} if prof.threads else {}), **prof.train}  # stored in checkpoints
+        return prof.method_settings(args.method), train_, asdict(prof.evaluate), prof.device
+    if args.overrides and args.command in ("evaluate", "predict"):
+        return _sets_without_profile(args)
     if args.overrides:
         raise TPSLabError("--set changes a profile's settings: give --profile too")
     return {}, {}, {}, "auto"
+
+
+def _sets_without_profile(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+    """``--set`` without ``--profile`` (evaluate, predict): ``evaluate.*`` and the method's own settings."""
+    from tpslab.methods import method_module
+    from tpslab.profiles import parse_override
+    from tpslab.utils import check_types
+
+    own = "model" if args.method == "tps" else f"methods.{args.method}"
+    model: dict[str, Any] = {}
+    ev: dict[str, Any] = {}
+    for text in args.overrides:
+        section, key, value = parse_override(text)
+        if section == "evaluate":
+            ev[key] = value
+        elif f"{section}.{key}".startswith(f"{own}.") or section == own:
+            model[key.rpartition(".")[2]] = value
+        else:
+            raise TPSLabError(f"--set {text}: without --profile, {args.command} takes evaluate.KEY=VALUE and "
+                              f"{own}.KEY=VALUE (the settings of --method {args.method})")
+    ev = check_types(EvalConfig, ev, "evaluate")
+    EvalConfig.from_dict(ev)
+    Settings = TPSConfig if args.method == "tps" else method_module(args.method).Settings
+    model = check_types(Settings, model, own)
+    return model, {}, ev, "auto"
 
 
 def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], EvalConfig, str]:
@@ -58,7 +89,10 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], 
         raise TPSLabError(f"--variant is a TPS setting; {args.method} has none")
     device = args.device or device
     ev = EvalConfig.from_dict({**ev, **given(args, EvalConfig), "device": device})
-    return {**model, **flags}, {**train_, **given(args, TrainConfig)}, ev, device
+    model = {**model, **flags}
+    if str(model.get("backbone", "")).startswith("tpslab-") and "pretrained" not in model:
+        model["pretrained"] = None  # a tpslab-* test backbone has no released weights: every method takes random ones
+    return model, {**train_, **given(args, TrainConfig)}, ev, device
 
 
 def _named(cls: type, key: str, value: Any, flags: dict[str, Any]) -> str:
@@ -167,3 +201,16 @@ def split_samples(data: str | Path, split: str, classes: list[str] | None) -> li
     if not samples:
         raise TPSLabError(f"{meta_file(data)}: classes {', '.join(classes or [])} of split {split!r} have no images")
     return samples
+
+
+def training_data_warnings(samples: list[dict[str, Any]]) -> list[str]:
+    """What is odd about training samples: all normal, or anomalous images without masks."""
+    anomalous = [s for s in samples if s["anomaly"]]
+    if samples and not anomalous:
+        return [f"all {len(samples)} training images are normal: the losses see no defect to learn from (train on "
+                "a split with anomalous images and masks, e.g. the auxiliary data set's test split)"]
+    no_mask = [s for s in anomalous if not s.get("mask_path")]
+    if no_mask:
+        return [f"{len(no_mask)} of {len(anomalous)} anomalous training images have no mask (e.g. "
+                f"{no_mask[0]['img_path']}): they train the image score only, not the maps"]
+    return []

@@ -75,7 +75,8 @@ class TPSConfig(SettingsDict):
 
 
 # TrainConfig fields a resumed run may change (they do not change the results)
-NO_EFFECT_ON_RESULTS = ("device", "num_workers", "cache_features", "disk_cache")
+# (threads changes the order of float sums only: a resumed run keeps the checkpoint's unless told otherwise)
+NO_EFFECT_ON_RESULTS = ("device", "num_workers", "cache_features", "disk_cache", "threads")
 
 
 @dataclass
@@ -93,9 +94,15 @@ class TrainConfig:
     cache_dtype: str = "auto"  # features on disk: "float16", "float32"; "auto": float16 from 1 MiB per image
     num_workers: int = 0  # DataLoader workers (when not caching)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    threads: int | None = None  # torch CPU threads (a profile's ``threads``; None: torch's default), kept on resume
 
     def __post_init__(self) -> None:
-        """Check the cache dtype."""
+        """Check the counts and the cache dtype."""
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise TPSLabError(f"train.{name} ({flag}) must be a whole number >= 1, got {value!r}")
         if self.cache_dtype not in CACHE_DTYPES:
             raise TPSLabError(f"cache_dtype must be one of {CACHE_DTYPES}, got {self.cache_dtype!r}")
 
@@ -122,7 +129,13 @@ class EvalConfig:
     map_dtype: str = "float16"  # maps on the host: "float16" (half the memory, counted) or "float32"
 
     def __post_init__(self) -> None:
-        """Check the AUPRO method, the precision, the workers and the map dtype."""
+        """Check the batch size, sigma, the AUPRO method, the precision, the workers and the map dtype."""
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise TPSLabError(f"evaluate.batch_size (--batch-size) must be a whole number >= 1, got "
+                              f"{self.batch_size!r}")
+        if self.sigma is not None and (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
+                                       or self.sigma < 0):
+            raise TPSLabError(f"evaluate.sigma (--sigma) must be >= 0 px (0: no smoothing) or null, got {self.sigma!r}")
         if self.aupro_method not in AUPRO_METHODS:
             raise TPSLabError(f"aupro_method must be one of {AUPRO_METHODS}, got {self.aupro_method!r}")
         if self.precision not in PRECISIONS:

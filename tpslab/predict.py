@@ -10,6 +10,12 @@ Outputs in the ``--out`` folder:
 * ``<name>_overlay.png``: the image at its original size beside the map laid over it, with
   the score and the colour scale; all overlays of a run share one scale, so they compare.
 * ``maps.npz``: each image's smoothed map (float32, the model's input size S x S, as scored).
+* ``skipped.csv`` (only when some image could not be read): ``image``, ``error``; the run
+  scores the others and names them in its summary (``strict=True`` stops at the first).
+* ``run.json`` (written by ``tpslab predict``): the method, weights, backbone and settings.
+
+A folder that holds a previous run's ``scores.csv`` or ``maps.npz`` is refused unless
+``force``; then the previous run's overlays are removed too, so no two colour scales mix.
 
 ``<name>`` is the image's path below the input folder made flat (``good/001.png`` ->
 ``good__001``), so images of the same name in different folders never collide.
@@ -37,6 +43,7 @@ from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
 from tpslab.viz import prediction_panel
 
 COLUMNS = ["image", "score", "map_max", "overlay", "map"]
+OUTPUTS = ("scores.csv", "maps.npz")  # a folder holding either holds a previous run
 MASK_FOLDERS = {norm_name(m) for m in MASK_DIRS}  # skipped when scanning a folder, as `tpslab prepare` reads them
 
 
@@ -96,10 +103,28 @@ def collect_images(inputs: Sequence[str | Path], split: str = "test") -> list[Fo
     return unique
 
 
+def _clear_previous(out: Path, force: bool) -> None:
+    """Refuse a folder holding a previous run (unless ``force``); with ``force``, remove that run's files."""
+    from tpslab.provenance import RUN_JSON, refuse_existing
+
+    refuse_existing([out / name for name in OUTPUTS], force, "a previous predict run")
+    old = out / "scores.csv"
+    if old.is_file():
+        with open(old, newline="") as fh:
+            names = [row.get("overlay") or "" for row in csv.DictReader(fh)]
+        for name in names:
+            if name.endswith("_overlay.png") and "/" not in name and (out / name).is_file():
+                (out / name).unlink()
+    for name in (*OUTPUTS, "skipped.csv", RUN_JSON):
+        if (out / name).is_file():
+            (out / name).unlink()
+
+
 @torch.no_grad()
 def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: str | Path, sigma: float | None = None,
                   progress: bool = True, class_name: str = "object", batch_size: int = EvalConfig.batch_size,
-                  device: str | torch.device = "cpu", split: str = "test") -> Path:
+                  device: str | torch.device = "cpu", split: str = "test", strict: bool = False,
+                  force: bool = False) -> Path:
     """Score images; write ``scores.csv``, ``maps.npz`` and one ``<name>_overlay.png`` each (see the module).
 
     Args:
@@ -112,31 +137,53 @@ def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: st
         batch_size: images per forward pass.
         device: where the model runs.
         split: the split taken from a ``meta.json`` input.
+        strict: stop at the first image that cannot be read (default: skip it, list it in ``skipped.csv``).
+        force: replace a previous run in ``out``.
 
     Returns:
         The path of ``scores.csv``.
+
+    Raises:
+        TPSLabError: a previous run in ``out`` (without ``force``), an unreadable image with ``strict``, or no
+            readable image at all.
     """
     if model.transductive:
         raise TPSLabError(f"{model.method} scores a whole class at once; use `tpslab evaluate` on a prepared data set")
     found = list(inputs) if inputs and all(isinstance(i, Found) for i in inputs) else collect_images(inputs, split)
+    out = Path(out)
+    _clear_previous(out, force)
     size = model.image_size
     sigma = model.protocol.sigma if sigma is None else sigma
     model.eval().to(device)
-    scores, maps = [], []
+    scores, maps, kept, skipped = [], [], [], []
     bar = tqdm(total=len(found), desc="predict", disable=not progress)
     for start in range(0, len(found), batch_size):
-        chunk = found[start:start + batch_size]
-        images = torch.stack([model.preprocess(load_image(f.path)) for f in chunk]).to(device)  # (B, 3, S, S)
-        pred = model.predict(images, [class_name] * len(chunk))
+        chunk, tensors = [], []
+        for f in found[start:start + batch_size]:
+            try:
+                tensors.append(model.preprocess(load_image(f.path)))  # (3, S, S)
+                chunk.append(f)
+            except (TPSLabError, OSError, ValueError) as err:
+                if strict:
+                    raise TPSLabError(f"{f.path}: cannot read image ({err}); without --strict it is skipped") from err
+                skipped.append({"image": str(f.path), "error": str(err).splitlines()[0] if str(err) else repr(err)})
+                bar.write(f"tpslab: warning: skipped {f.path}: cannot read it")  # on its own line, not on the bar
+        bar.update(len(found[start:start + batch_size]))
+        if not chunk:
+            continue
+        pred = model.predict(torch.stack(tensors).to(device), [class_name] * len(chunk))
         maps += list(smooth_maps(pred.anomaly_maps.float().cpu().numpy(), size, sigma).astype(np.float32))  # (S, S)
         scores += pred.image_scores.float().cpu().tolist()
-        bar.update(len(chunk))
+        kept += chunk
     bar.close()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if skipped:
+        _write_csv(out / "skipped.csv", ["image", "error"], skipped)
+    if not kept:
+        raise TPSLabError(f"none of the {len(found)} image(s) could be read (see {out / 'skipped.csv'})")
     lo, hi = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
     rows = []
-    for f, score, amap in zip(found, scores, maps, strict=True):
+    for f, score, amap in zip(kept, scores, maps, strict=True):
         img = load_image(f.path)
         full = np.asarray(Image.fromarray(amap).resize(img.size, Image.BILINEAR))  # (H, W)
         with atomic_path(out / f"{f.name}_overlay.png") as tmp:
@@ -145,11 +192,18 @@ def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: st
                      "overlay": f"{f.name}_overlay.png", "map": f.name})
     with atomic_path(out / "maps.npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **{f.name: m for f, m in zip(found, maps, strict=True)})
+            np.savez_compressed(fh, **{f.name: m for f, m in zip(kept, maps, strict=True)})
+    _write_csv(out / "scores.csv", COLUMNS, rows)
+    print(f"scored {len(rows)} image(s): {out / 'scores.csv'}, overlays and maps.npz in {out}/")
+    if skipped:
+        print(f"skipped {len(skipped)} image(s) that could not be read, listed in {out / 'skipped.csv'}: "
+              f"{', '.join(s['image'] for s in skipped[:3])}{', ...' if len(skipped) > 3 else ''}")
+    return out / "scores.csv"
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out / "scores.csv", buf.getvalue())
-    print(f"scored {len(rows)} image(s): {out / 'scores.csv'}, overlays and maps.npz in {out}/")
-    return out / "scores.csv"
+    atomic_write_text(path, buf.getvalue())

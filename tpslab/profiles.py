@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from tpslab.configs import EvalConfig, TPSConfig, TrainConfig
-from tpslab.utils import TPSLabError, check_fields, shown
+from tpslab.utils import TPSLabError, check_fields, check_types, shown
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SYNTHETIC_LABEL = "synthetic data, tiny CLIP with random weights: not paper numbers"
@@ -200,6 +200,16 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+def synthetic_profiles() -> list[str]:
+    """The built-in profiles whose data are synthetic (those ``tpslab demo`` runs), read without building them."""
+    names = []
+    for path in sorted(PROFILE_DIR.glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        if (raw.get("data") or {}).get("kind", DataConfig.kind) == "synthetic":
+            names.append(path.stem)
+    return names
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``"section.key=value"`` -> (section, key, value); the value is read as YAML (``3``, ``null``, ``[a, b]``).
 
@@ -251,6 +261,15 @@ def load_profile(name_or_path: str | os.PathLike, overrides: list[str] | tuple[s
             sections["methods"][method] = {**(sections["methods"][method] or {}), field_: value}
         else:
             sections[section][key] = value
+    typed = {"model": TPSConfig, "train": TrainConfig, "evaluate": EvalConfig, "compare": CompareConfig,
+             "data": DataConfig, "notebooks": NotebookConfig, "ablation": AblationConfig}
+    for section, cls in typed.items():  # wrong types are one line naming the key, not a traceback later
+        sections[section] = check_types(cls, sections[section], section)
+    for method, values in sections["methods"].items():
+        if method != "tps" and values:
+            from tpslab.methods import method_module
+
+            sections["methods"][method] = check_types(method_module(method).Settings, dict(values), f"methods.{method}")
     TPSConfig.from_dict(sections["model"])  # reject unknown or bad settings now, not at training time
     TrainConfig.from_dict(sections["train"])
     return Profile(name=raw["name"], description=raw.get("description", ""), model=sections["model"],

@@ -145,6 +145,8 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))  # the speed (and float summation order) the run was made with
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     history: list[dict[str, float]] = []

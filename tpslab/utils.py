@@ -151,3 +151,107 @@ class SettingsDict:
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON-able values (tuples as lists): what checkpoints and results store."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+RANDOM_WEIGHTS = ("none", "None", "null", "")  # what --pretrained takes for seeded random weights
+
+
+def weights_arg(text: str) -> str:
+    """``--pretrained``: a tag or a file; ``none``/``None``/``null``/``''`` mean random weights (returned as ``''``)."""
+    return "" if text.strip() in RANDOM_WEIGHTS else text
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str = "--out", advice: str | None = None) -> Path:
+    """Check, before any work, that folder ``path`` exists or can be made, and can be written to.
+
+    Raises:
+        TPSLabError: one line naming the flag and the path (a file on the way, read-only, no permission).
+    """
+    path = Path(path)
+    advice = advice or f"choose another {flag}"
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+    if not parent.is_dir():
+        raise TPSLabError(f"{flag} {path}: {parent} is a file, not a folder; {advice}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TPSLabError(f"{flag} {path}: {parent} cannot be written to (read-only or no permission); {advice}")
+    try:  # os.access does not see a read-only mount for every user (root): try it
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tpslab-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise TPSLabError(f"{flag} {path}: {parent} cannot be written to ({err.strerror}); {advice}") from err
+    return path
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def coerce_setting(cls: type, key: str, value: Any, where: str) -> Any:
+    """``value`` checked against the type of field ``key`` of dataclass ``cls`` (and converted where safe).
+
+    An int is taken for a float, a YAML 1.1 string such as ``'1e-3'`` for a float, a list for a
+    tuple; anything else of the wrong type is refused.
+
+    Raises:
+        TPSLabError: one line naming ``where`` (e.g. ``train.epochs``), the value and the expected type.
+    """
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        return value
+    hint = hints[key]
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        got = _as_type(option, value)
+        if got is not _NO:
+            return got
+    expected = " or ".join("null" if o is type(None) else _type_name(typing.get_origin(o) or o) for o in options)
+    expected = expected.replace("int", "a whole number").replace("float", "a number").replace("bool", "true/false")
+    raise TPSLabError(f"{where}={value!r}: expected {expected}")
+
+
+_NO = object()
+
+
+def _as_type(hint: Any, value: Any) -> Any:
+    """``value`` as type ``hint`` if it is one (or converts safely), else ``_NO``."""
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is type(None):
+        return None if value is None else _NO
+    if hint is bool:
+        return value if isinstance(value, bool) else _NO
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return _NO
+        return _NO
+    if hint is str:
+        return value if isinstance(value, str) else _NO
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return _NO
+        args = typing.get_args(hint)
+        inner = args[0] if args and (len(args) == 2 and args[1] is Ellipsis or len(set(args)) == 1) else None
+        if inner is None:
+            return tuple(value)
+        items = [_as_type(inner, v) for v in value]
+        return _NO if any(i is _NO for i in items) else tuple(items)
+    return value  # any other annotation (dict, ...): not checked here
+
+
+def check_types(cls: type, data: dict[str, Any], section: str) -> dict[str, Any]:
+    """Every value of ``data`` checked (and converted) by :func:`coerce_setting`; ``section`` prefixes messages."""
+    return {k: coerce_setting(cls, k, v, f"{section}.{k}") for k, v in data.items()}

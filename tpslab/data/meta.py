@@ -62,7 +62,8 @@ class Meta:
         wanted = self.classes(split) if classes is None else classes
         missing = [c for c in wanted if c not in self.splits.get(split, {})]
         if missing:
-            raise MetaError(f"{self.root / META_NAME}: no class {missing[0]!r} in split {split!r}")
+            raise MetaError(f"{self.root / META_NAME}: no class {missing[0]!r} in split {split!r} (it has: "
+                            f"{', '.join(self.classes(split)) or 'none'})")
         return [s for c in wanted for s in self.splits[split][c]]
 
     def path(self, relative: str) -> Path:
