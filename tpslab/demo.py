@@ -18,13 +18,15 @@ from pathlib import Path
 import pandas as pd
 
 from tpslab import viz
+from tpslab.checkpoint import CHECKPOINT
 from tpslab.data.dataset import AnomalyDataset, load_examples
 from tpslab.evaluate import evaluate_with, write_table
 from tpslab.model import TPS, TPSConfig
 from tpslab.profiles import data_root, load_profile, locate_datasets, results_root
 from tpslab.train import TrainConfig, train
-from tpslab.utils import TPSLabError, resolve_device
+from tpslab.utils import TPSLabError, check_writable_dir, resolve_device
 
+OUTPUTS = ("examples_untrained", "examples_trained", "heldout_metrics", "training_loss")  # stems under --out
 EXAMPLES = 6  # held-out images in each example figure
 RANDOM_CLIP_IMAGE_NOTE = (
     "Why the image AUROC stays near 0.55: the image score reads CLIP's class token, and the class token of a "
@@ -35,7 +37,7 @@ RANDOM_CLIP_IMAGE_NOTE = (
 
 def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: str | Path | None = None,
              resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-             device: str | None = None) -> dict[str, float]:
+             device: str | None = None, force: bool = False) -> dict[str, float]:
     """Train on the profile's auxiliary data and evaluate on its held-out data, before and after.
 
     Args:
@@ -46,6 +48,11 @@ def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: s
         progress: show progress bars.
         log: where one-line messages go.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (default: the profile's).
+        force: start again in a folder that holds a previous demo (its outputs are removed first).
+
+    Raises:
+        TPSLabError: a profile with real data, an ``out`` that cannot be written, or one that holds a previous
+            demo's checkpoint without ``resume`` or ``force``.
 
     Returns:
         ``{"pixel_auroc_untrained", "pixel_auroc_trained", "image_auroc_untrained", "image_auroc_trained"}``
@@ -57,6 +64,18 @@ def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: s
         raise TPSLabError(f"profile {profile.name!r} uses real data sets: run "
                           f"`tpslab reproduce --profile {profile.name}`")
     out = Path(out) if out else results_root() / "demo"
+    check_writable_dir(out)
+    previous = out / "train" / CHECKPOINT
+    if previous.is_file() and not (resume or force):
+        raise TPSLabError(f"{previous} holds a previous demo's checkpoint: add --resume to continue it, --force to "
+                          "start again (replacing its results), or choose another --out")
+    if force and not resume:
+        for stem in OUTPUTS:
+            for path in out.glob(f"{stem}.*"):
+                path.unlink()
+        for name in (CHECKPOINT, "history.csv", "train.log"):
+            if (out / "train" / name).is_file():
+                (out / "train" / name).unlink()
     out.mkdir(parents=True, exist_ok=True)
     log(f"profile {profile.name}: {profile.description}")
     found = locate_datasets(profile, data_root(data), progress)

@@ -268,3 +268,22 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
              " & ".join(cell(c) for c in table.columns) + " \\\\", "\\midrule"]
     lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in table.itertuples(index=False)]
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
+
+
+def nan_notes(table: pd.DataFrame) -> list[str]:
+    """Why a table of :func:`evaluate` shows ``nan``, and what its ``mean`` row averages (one sentence each)."""
+    rows = table[table["class"] != "mean"]
+    notes = []
+    for _, r in rows.iterrows():
+        if r["anomalous"] == 0 or r["anomalous"] == r["images"]:
+            only = "normal" if r["anomalous"] == 0 else "anomalous"
+            notes.append(f"{r['class']}: nan image metrics, its {r['images']} images are all {only} (AUROC and AP "
+                         "need both kinds)")
+        if math.isnan(r["pixel_auroc"]) and 0 < r["anomalous"]:
+            notes.append(f"{r['class']}: nan pixel metrics, none of its anomalous images has a mask")
+        elif math.isnan(r["pixel_auroc"]):
+            notes.append(f"{r['class']}: nan pixel metrics, no anomalous pixels to find")
+    if notes and len(rows) > 1:
+        notes.append("mean: each metric is averaged over the classes where it is defined (nan skipped); its images "
+                     "and anomalous columns count every class")
+    return notes

@@ -116,6 +116,7 @@ def folder(ctx: Context, class_name: str | None = None) -> None:
         raise TPSLabError(f"{ctx.root}: no such folder")
     if is_class(ctx.root):
         folder_class(ctx, class_name or ctx.root.name, ctx.root)
+        _check_classes(ctx)
         return
     classes = [d for d in subdirs(ctx.root) if is_class(d)]
     if not classes:
@@ -126,3 +127,16 @@ def folder(ctx: Context, class_name: str | None = None) -> None:
             ctx.notes.append(f"{d}: ignored (no good/ or normal/ folder in it)")
     for d in classes:
         folder_class(ctx, d.name, d)
+    _check_classes(ctx)
+
+
+def _check_classes(ctx: Context) -> None:
+    """Drop test classes without normal images (with a note); note those without defect images."""
+    test = ctx.samples["test"]
+    for cls in list(test):
+        if not any(s.anomaly == 0 for s in test[cls]):
+            del test[cls]
+            ctx.notes.append(f"{cls}: ignored (no normal images: no good/, normal/ or ok/ folder with images)")
+        elif not any(s.anomaly for s in test[cls]):
+            ctx.notes.append(f"{cls}: no defect images, only normal ones: its image and pixel metrics will be nan "
+                             "(kept; add a <defect>/ folder to score it)")

@@ -7,6 +7,7 @@ line each, naming the file, before anything is written.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,19 @@ class Pairing:
     problems: list[str]                   # ambiguities: one line each
 
 
+def _where(paths: list[Path]) -> Path:
+    """The folder that holds all of ``paths``."""
+    return Path(os.path.commonpath([p.parent for p in paths]))
+
+
+def _names(paths: list[Path]) -> str:
+    """File names if they share one folder, else their paths below the common folder (``a/000.png, b/000.png``)."""
+    if len({p.parent for p in paths}) == 1:
+        return ", ".join(p.name for p in paths)
+    common = _where(paths)
+    return ", ".join(str(p.relative_to(common)) for p in paths)
+
+
 def pair_by_stem(images: list[Path], masks: list[Path]) -> Pairing:
     """Pair images with masks by file stem.
 
@@ -68,7 +82,7 @@ def pair_by_stem(images: list[Path], masks: list[Path]) -> Pairing:
     by_stem: dict[str, list[Path]] = {}
     for img in images:
         by_stem.setdefault(img.stem, []).append(img)
-    problems = [f"{paths[0].parent}: {len(paths)} images share the stem {stem!r}: {', '.join(p.name for p in paths)}"
+    problems = [f"{_where(paths)}: {len(paths)} images share the stem {stem!r}: {_names(paths)}"
                 for stem, paths in by_stem.items() if len(paths) > 1]
     found: dict[str, list[Path]] = {}
     orphans = []
@@ -82,7 +96,7 @@ def pair_by_stem(images: list[Path], masks: list[Path]) -> Pairing:
     for img in images:
         candidates = found.get(img.stem, [])
         if len(candidates) > 1:
-            problems.append(f"{img}: {len(candidates)} candidate masks: {', '.join(m.name for m in candidates)}")
+            problems.append(f"{img}: {len(candidates)} candidate masks: {_names(candidates)}")
         elif len(by_stem[img.stem]) == 1:
             pairs[img] = candidates[0] if candidates else None
     return Pairing(pairs, orphans, problems)
