@@ -354,7 +354,7 @@ def dry_run(ctx: Context, profile: Profile) -> str:
     from tpslab.grid import is_finished, plan, train_folder
     from tpslab.methods import method_module
     from tpslab.profiles import missing_datasets
-    from tpslab.reproduce import missing_weights
+    from tpslab.reproduce import missing_weight_lines
     from tpslab.utils import shown
 
     jobs, rates, source = plan(profile), *_gpu_rates(Path(ctx.out))
@@ -383,10 +383,11 @@ def dry_run(ctx: Context, profile: Profile) -> str:
     head = [f"profile {profile.name}: {len(jobs)} jobs ({sum(j.kind == 'train' for j in jobs)} train, "
             f"{sum(j.kind == 'predict' for j in jobs)} predict), {done_n} done",
             f"  {'job':<46} {'status':<7} {'images':>6}  {'GPU est.':>9}  writes"]
-    missing = [m for m in (missing_weights(profile),) if m]
+    missing = missing_weight_lines(profile)
     sets = missing_datasets(profile, Path(ctx.data))
     if sets:
-        missing.append(f"{len(sets)} data set(s) not prepared under {shown(ctx.data)}/: " + "; ".join(sets))
+        missing += [f"data set (not prepared under {shown(ctx.data)}/): {s}" for s in sets]
+        missing.append("(data/README.md says where to download each data set and how to prepare it)")
     tail = [f"GPU estimates: from {source} (forward passes only; {total_s / 3600:.1f} h for the jobs estimated)"
             if source else "GPU estimates: none yet (no CUDA rows in a benchmarks/evaluate.csv: run "
             "benchmarks/gpu_check.sh on the GPU; on a 2-core CPU ViT-L-14-336 at 518 px took about 7 s per image)"]

@@ -47,23 +47,29 @@ def notebook_sources(only: list[str] | None = None) -> list[Path]:
 def missing_weights(profile: Profile) -> str | None:
     """Why the CLIP weights of the profile's methods (TPS and the baselines) cannot be loaded here, or None.
 
-    Looks at local files only.
+    Looks at local files only. One problem per line (see :func:`missing_weight_lines`).
     """
+    return "\n".join(missing_weight_lines(profile)) or None
+
+
+def missing_weight_lines(profile: Profile) -> list[str]:
+    """One line per set of CLIP weights of the profile's methods that is not at hand here (local files only)."""
     from tpslab.methods import method_module
 
-    wanted = {(profile.model_config.backbone, profile.model_config.pretrained)}
+    wanted = {(profile.model_config.backbone, profile.model_config.pretrained): ["model.pretrained"]}
     for method, settings in profile.methods.items():
         s = method_module(method).Settings.from_dict(settings)
-        wanted.add((s.backbone, s.pretrained))
-    problems = [p for p in (_missing_weights(n, w) for n, w in sorted(wanted, key=str)) if p]
-    return " | ".join(problems) or None
+        wanted.setdefault((s.backbone, s.pretrained), []).append(f"methods.{method}.pretrained")
+    problems = [_missing_weights(n, w, keys) for (n, w), keys in sorted(wanted.items(), key=str)]
+    return [p for p in problems if p]
 
 
-def _missing_weights(name: str, pretrained: str | None) -> str | None:
-    """Why one backbone's weights cannot be loaded here, or None."""
+def _missing_weights(name: str, pretrained: str | None, keys: list[str] | None = None) -> str | None:
+    """Why one backbone's weights cannot be loaded here, or None; ``keys`` are the settings that name them."""
+    keys = keys or ["model.pretrained"]
     if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
         path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
-        return None if path.exists() else f"CLIP weights {path} not found"
+        return None if path.exists() else f"CLIP weights {path} not found ({', '.join(keys)})"
     if not pretrained:
         return None  # seeded random weights
     from huggingface_hub import try_to_load_from_cache
@@ -76,11 +82,9 @@ def _missing_weights(name: str, pretrained: str | None) -> str | None:
         return None
     if cfg.get("url") and (Path.home() / ".cache" / "clip" / os.path.basename(cfg["url"])).is_file():
         return None
-    return (f"CLIP weights {name} '{pretrained}' are not in the local cache (Hugging Face {repo or '-'}, "
-            f"or ~/.cache/clip): the notebooks will try to download them, which needs internet; without it, "
-            f"fetch them on a machine with internet (python -c \"import open_clip; open_clip.create_model('{name}', "
-            f"pretrained='{pretrained}')\") and copy the cache, or set model.pretrained to a local file in a copy "
-            f"of the profile")
+    return (f"CLIP weights {name} '{pretrained}' ({', '.join(keys)}) are not cached (Hugging Face {repo or '-'}, or "
+            f"~/.cache/clip): tpslab (open_clip) downloads them on first use, which needs internet; offline, fetch "
+            f"them elsewhere and copy the cache, or set {keys[0]} to a local file (see data/README.md)")
 
 
 def _is_download(profile: Profile) -> bool:
