@@ -62,6 +62,8 @@ def load_clip(
     if pretrained != "openai" and is_file:
         if not Path(pretrained).is_file():
             raise TPSLabError(f"{pretrained}: checkpoint file not found")
+    if pretrained and not is_file and not is_local_dir:
+        check_weights_reachable(name, pretrained)
     if quick_gelu is None:
         quick_gelu = pretrained == "openai"
     kwargs = {}
@@ -83,6 +85,38 @@ def load_clip(
     for p in clip.parameters():
         p.requires_grad_(False)
     return clip
+
+
+HUB = ("huggingface.co", 443)  # where open_clip downloads weights from
+
+
+def check_weights_reachable(name: str, pretrained: str, timeout: float = 3.0) -> None:
+    """Fail fast, in one line, when weights named by a tag are neither cached nor downloadable here.
+
+    Looks at the local caches; if the weights are not there, tries one connection to the hub
+    (``timeout`` s) rather than letting the download retry for a minute.
+
+    Raises:
+        TPSLabError: not cached, and offline (``HF_HUB_OFFLINE``) or the hub cannot be reached.
+    """
+    import os
+    import socket
+
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from tpslab.reproduce import _missing_weights
+
+    if not get_pretrained_cfg(name, pretrained) or _missing_weights(name, pretrained) is None:
+        return  # an unknown tag (open_clip names it) or weights at hand
+    why = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") else None
+    if why is None:
+        try:
+            socket.create_connection(HUB, timeout=timeout).close()
+            return
+        except OSError:
+            why = f"{HUB[0]} cannot be reached"
+    raise TPSLabError(f"CLIP weights {name} '{pretrained}' are not cached here and {why}: download them once with "
+                      "internet, or pass --pretrained FILE (a local checkpoint) or --pretrained none (random)")
 
 
 class _FromPackage(logging.Filter):
