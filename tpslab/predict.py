@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,8 @@ def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: st
                 if strict:
                     raise TPSLabError(f"{f.path}: cannot read image ({err}); without --strict it is skipped") from err
                 skipped.append({"image": str(f.path), "error": str(err).splitlines()[0] if str(err) else repr(err)})
-                bar.write(f"tpslab: warning: skipped {f.path}: cannot read it")  # on its own line, not on the bar
+                # on its own line above the progress bar, not on it
+                tqdm.write(f"tpslab: warning: skipped {f.path}: cannot read it", file=sys.stderr)
         bar.update(len(found[start:start + batch_size]))
         if not chunk:
             continue
