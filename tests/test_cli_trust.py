@@ -314,9 +314,9 @@ def test_19_every_option_has_help_and_the_two_seeds_are_explained():
         for action in command._actions:
             assert action.help, f"tpslab {name} {action.option_strings or action.dest}: no help"
     demo = " ".join(sub.choices["demo"].format_help().split())
-    from tpslab.profiles import available_profiles
+    from tpslab.profiles import synthetic_profiles
 
-    assert ", ".join(available_profiles()) in demo and "smoke" in available_profiles()
+    assert ", ".join(synthetic_profiles()) in demo and "smoke" in synthetic_profiles()  # only those demo runs
     train_help = " ".join(sub.choices["train"].format_help().split())
     assert "model seed" in train_help and "(--train-seed shuffles the data)" in train_help
     assert "data seed: the shuffling of every epoch (--seed is the model's)" in train_help

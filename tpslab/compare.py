@@ -287,6 +287,10 @@ def run_compare(profile: str = "smoke", overrides: tuple[str, ...] = (), out: st
     return write_comparison(ctx, prof, jobs)
 
 
+METRIC_NAMES = {"image_auroc": "image AUROC", "image_ap": "image AP", "pixel_auroc": "pixel AUROC",
+                "pixel_aupro": "pixel AUPRO"}
+
+
 def write_comparison(ctx: Context, profile: Profile, jobs: list[Job]) -> Comparison:
     """Score every stored run, then write the tables (CSV, Markdown, LaTeX) and figures under ``<out>/compare``."""
     from tpslab import compare_tables as ct
@@ -318,6 +322,12 @@ def write_comparison(ctx: Context, profile: Profile, jobs: list[Job]) -> Compari
                 value="mean")
     notes = {"summary": "every data-set figure (percent): mean over classes, mean and std over replicates, "
                         f"{pct} bootstrap interval"}
+    for number in (1, 2):  # the layouts print two numbers per cell, as the paper does: say which
+        pair = " and ".join(METRIC_NAMES.get(m, m) for m in ct.TABLE_METRICS[number])
+        for protocol in PROTOCOLS:
+            notes[f"table{number}_{protocol}"] = (f"table{number}, {protocol} (percent): each cell 'a, b' is {pair}; "
+                                                  f"* = our {pct} interval excludes the published number; "
+                                                  f"{ct.DAGGER} = published cell without a source")
     for name, table in tables.items():
         note = notes.get(name, f"{name.replace('_', ', ')} (percent); * = our {pct} interval excludes the published "
                                f"number; {ct.DAGGER} = published cell without a source")

@@ -168,7 +168,8 @@ def _plot_intervals(long: pd.DataFrame, metrics: tuple[str, ...], title: str, la
         ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right")
         ax.set_ylim(0, 100)
         ax.grid(axis="x", visible=False)  # groups of bars, not a continuous axis
-        ax.axhline(50, color="grey", lw=0.8, ls="--")
+        if "auroc" in metric:  # 50 is chance for an AUROC only (not for AP or AUPRO)
+            ax.axhline(50, color="grey", lw=0.8, ls="--")
         ax.set_title(metric, fontsize=9)
         ax.set_ylabel("percent")
     handles, labels = axes[0][0].get_legend_handles_labels()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -61,11 +61,16 @@ def prediction_panel(rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float
 
     h, w = rgb.shape[:2]
     gap, bar_w = max(4, w // 50), max(10, w // 20)
-    font_px = 11  # PIL's default bitmap font
+    font_px = max(11, round(max(h, w) / 40))  # readable on a 2000 px image as on a 64 px one
+    font = _font(font_px)
     header = font_px + 8
-    label_w = 7 * max(len(f"{vmax:.2f}"), len(f"{vmin:.2f}")) + 6
+
+    def text_w(text: str) -> int:
+        return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font)) + 1
+
+    label_w = max(text_w(f"{vmax:.2f}"), text_w(f"{vmin:.2f}")) + 6
     title = f"score {score:.3f}  map {vmin:.2f}..{vmax:.2f}"
-    width = max(2 * w + 2 * gap + bar_w + label_w, 7 * len(title) + 8)
+    width = max(2 * w + 2 * gap + bar_w + label_w, text_w(title) + 8)
     canvas = Image.new("RGB", (width, h + header), "white")
     canvas.paste(Image.fromarray(rgb), (0, header))
     canvas.paste(Image.fromarray(overlay(rgb, amap, vmin, vmax, cmap=cmap)), (w + gap, header))
@@ -74,10 +79,20 @@ def prediction_panel(rgb: np.ndarray, amap: np.ndarray, vmin: float, vmax: float
     x_bar = 2 * w + 2 * gap
     canvas.paste(Image.fromarray(bar), (x_bar, header))
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 3), title, fill="black")
-    draw.text((x_bar + bar_w + 3, header), f"{vmax:.2f}", fill="black")
-    draw.text((x_bar + bar_w + 3, header + h - font_px - 1), f"{vmin:.2f}", fill="black")
+    draw.text((4, 3), title, fill="black", font=font)
+    draw.text((x_bar + bar_w + 3, header), f"{vmax:.2f}", fill="black", font=font)
+    draw.text((x_bar + bar_w + 3, header + h - font_px - 1), f"{vmin:.2f}", fill="black", font=font)
     return np.asarray(canvas)
+
+
+def _font(px: int) -> Any:
+    """PIL's default font at ``px`` pixels (its fixed 11 px bitmap font where FreeType is missing)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=px)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
 
 
 def outline(ax: plt.Axes, mask: np.ndarray, color: str = "red") -> None:
@@ -157,7 +172,8 @@ def plot_metric_bars(table: pd.DataFrame, x: str, hue: str, metrics: list[str], 
         sns.barplot(data=long[long.metric == metric], x=x, y="percent", hue=hue, ax=ax)
         ax.set_title(metric, fontsize=9)
         ax.set_ylim(0, 100)
-        ax.axhline(50, color="grey", lw=0.8, ls="--")
+        if "auroc" in metric:  # 50 is chance for an AUROC only (not for AP or AUPRO)
+            ax.axhline(50, color="grey", lw=0.8, ls="--")
         ax.tick_params(axis="x", labelrotation=45)
         if ax.get_legend():
             ax.get_legend().remove()
