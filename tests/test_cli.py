@@ -70,7 +70,7 @@ def test_predict_handles_odd_images_and_rejects_unreadable(capsys, tmp_path, che
 def test_evaluate_writes_tables(tmp_path, checkpoint, tiny_data, capsys):
     assert main(["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint), "--out", str(tmp_path),
                  "--quiet", "--name", "heldout"]) == 0
-    assert (tmp_path / "heldout_metrics.csv").is_file() and "| mean |" in capsys.readouterr().out
+    assert (tmp_path / "heldout_tps_metrics.csv").is_file() and "| mean |" in capsys.readouterr().out
 
 
 def test_python_dash_m_entry_point():

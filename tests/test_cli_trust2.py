@@ -154,13 +154,13 @@ def test_set_values_are_checked_against_the_settings_types(capsys, tiny_data, tm
                             ("train.cache_features=maybe", "expected true/false"),
                             ("methods.clip.image_size=big", "methods.clip.image_size='big': expected")):
         assert expected in refused(capsys, [*base, value], tmp_path)
-    assert "--batch-size) must be a whole number >= 1, got 0" in refused(
+    assert "--batch-size 0 (train.batch_size): expected a whole number >= 1" in refused(
         capsys, ["train", str(tiny_data["train"]), "--out", str(tmp_path / "t"), "--batch-size", "0"], tmp_path)
-    assert "--batch-size) must be a whole number >= 1, got 0" in refused(
+    assert "--batch-size 0 (evaluate.batch_size): expected a whole number >= 1" in refused(
         capsys, ["evaluate", str(tiny_data["heldout"]), "--batch-size", "0", *TINY], tmp_path)
     for argv in (["evaluate", str(tiny_data["heldout"]), *TINY],
                  ["predict", str(tiny_data["heldout"]), "--out", str(tmp_path / "p"), *TINY]):
-        assert "must be >= 0 px" in refused(capsys, [*argv, "--sigma", "-3"], tmp_path)
+        assert "--sigma -3.0 (evaluate.sigma): expected >= 0 px" in refused(capsys, [*argv, "--sigma", "-3"], tmp_path)
 
 
 def test_predict_skips_unreadable_images_and_strict_stops(capsys, tiny_data, tmp_path):
@@ -255,3 +255,66 @@ def test_small_messages(capsys, tiny_data, run, tmp_path):
     assert "no class 'nope'" in err and "camera" in err and "retina" in err
     err = refused(capsys, ["evaluate", data, "--checkpoint", str(run)], tmp_path)
     assert f"{run} is a folder: expected a checkpoint file such as {run / 'checkpoint.pt'}" in err
+
+
+# ----------------------------------------------------------------------------- cosmetic
+
+
+def test_cache_info_tells_entries_apart(tmp_path):
+    from tpslab import feature_cache as fc
+
+    base = {"backbone": "tpslab-tiny", "weights": "random, seed 0", "image_size": 64, "layers": [1, 2],
+            "kind": "tpslab.model.TPS.encode_images"}
+    for key, embedding in (("k1", "open_clip"), ("k2", "authors")):
+        (tmp_path / key / "ab").mkdir(parents=True)
+        (tmp_path / key / "spec.json").write_text(json.dumps({**base, "image_embedding": embedding}))
+        (tmp_path / key / "ab" / "x.pt").write_bytes(b"0")
+    whats = [m["what"] for m in fc.info(tmp_path)["models"].values()]
+    assert len(set(whats)) == 2 and any("image_embedding=authors" in w for w in whats), whats
+
+
+def test_aupro_and_ap_panels_have_no_chance_line():
+    import pandas as pd
+
+    from tpslab.viz import plot_metric_bars
+
+    table = pd.DataFrame({"class": ["a", "b"], "model": ["m", "m"], "image_auroc": [60.0, 70.0],
+                          "pixel_aupro": [30.0, 40.0]})
+    fig = plot_metric_bars(table, "class", "model", ["image_auroc", "pixel_aupro"], "t")
+    dashed = [len([ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]) for ax in fig.axes]
+    assert dashed == [1, 0]
+
+
+def test_overlay_labels_scale_with_the_image():
+    import numpy as np
+
+    from tpslab.viz import prediction_panel
+
+    small = prediction_panel(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.float32), 0, 1, 0.5)
+    large = prediction_panel(np.zeros((1500, 2000, 3), np.uint8), np.zeros((1500, 2000), np.float32), 0, 1, 0.5)
+    assert large.shape[0] - 1500 > 2 * (small.shape[0] - 64)  # a taller header: a larger font
+
+
+def test_paper_dry_run_lists_one_missing_item_per_line(capsys, tmp_path):
+    assert main(["compare", "--profile", "paper", "--dry-run", "--out", str(tmp_path / "r"), "--data",
+                 str(tmp_path / "d")]) == 0
+    missing = [line for line in capsys.readouterr().out.splitlines() if line.startswith("missing:")]
+    weights = [line for line in missing if "CLIP weights" in line]
+    if weights:  # not cached here
+        assert any("methods.winclip.pretrained" in w for w in weights)
+        assert not any("notebooks" in w for w in weights)
+    assert sum("tpslab prepare" in line for line in missing) >= 10  # one line per data set
+    assert any("data/README.md" in line for line in missing)
+
+
+def test_anomalyclip_log_shows_only_the_rates_it_uses(tiny_data, tmp_path):
+    from tpslab.data.dataset import AnomalyDataset
+    from tpslab.methods import build_method
+    from tpslab.train import TrainConfig, train
+
+    lines: list[str] = []
+    model = build_method("anomalyclip", backbone="tpslab-tiny", pretrained=None, image_size=None)
+    train(model, AnomalyDataset(tiny_data["train"], model.image_size, classes=["brick"]),
+          TrainConfig(epochs=1, device="cpu"), tmp_path, progress=False, log=lines.append)
+    setting = next(line for line in lines if line.startswith("training:"))
+    assert "lr_prompts" in setting and "lr_pathway" not in setting

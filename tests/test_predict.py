@@ -83,4 +83,4 @@ def test_16_device_and_batch_size(tmp_path, checkpoint, capsys):
     one, two = rows(tmp_path / "b1"), rows(tmp_path / "b2")
     assert [float(r["score"]) for r in one] == pytest.approx([float(r["score"]) for r in two], abs=1e-5)
     assert main([*base, "--batch-size", "0", "--out", str(tmp_path / "b0")]) == 2
-    assert "--batch-size 0" in capsys.readouterr().err and not (tmp_path / "b0").exists()
+    assert "--batch-size 0 " in capsys.readouterr().err and not (tmp_path / "b0").exists()

@@ -102,7 +102,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 flag = "--" + name.replace("_", "-")
-                raise TPSLabError(f"train.{name} ({flag}) must be a whole number >= 1, got {value!r}")
+                raise TPSLabError(f"{flag} {value!r} (train.{name}): expected a whole number >= 1")
         if self.cache_dtype not in CACHE_DTYPES:
             raise TPSLabError(f"cache_dtype must be one of {CACHE_DTYPES}, got {self.cache_dtype!r}")
 
@@ -131,11 +131,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         """Check the batch size, sigma, the AUPRO method, the precision, the workers and the map dtype."""
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise TPSLabError(f"evaluate.batch_size (--batch-size) must be a whole number >= 1, got "
-                              f"{self.batch_size!r}")
+            raise TPSLabError(f"--batch-size {self.batch_size!r} (evaluate.batch_size): expected a whole number >= 1")
         if self.sigma is not None and (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
                                        or self.sigma < 0):
-            raise TPSLabError(f"evaluate.sigma (--sigma) must be >= 0 px (0: no smoothing) or null, got {self.sigma!r}")
+            raise TPSLabError(f"--sigma {self.sigma!r} (evaluate.sigma): expected >= 0 px (0: no smoothing) or null")
         if self.aupro_method not in AUPRO_METHODS:
             raise TPSLabError(f"aupro_method must be one of {AUPRO_METHODS}, got {self.aupro_method!r}")
         if self.precision not in PRECISIONS:

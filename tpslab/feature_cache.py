@@ -207,13 +207,30 @@ def info(root: Path | None = None) -> dict[str, Any]:
         m = models.setdefault(path.parent.parent.name, {"entries": 0, "bytes": 0})
         m["entries"] += 1
         m["bytes"] += st.st_size
+    specs = {}
     for key, m in models.items():
         spec_file = root / key / "spec.json"
-        spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
+        spec = specs[key] = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
         m["what"] = (f"{spec.get('backbone')} {spec.get('weights')} @{spec.get('image_size')} "
-                     f"{str(spec.get('kind', '?')).split('.')[-2]} blocks {spec.get('layers')}")
+                     f"{str(spec.get('kind', '?.?')).split('.')[-2]} blocks {spec.get('layers')}")
+    _tell_apart(models, specs)
     return {"root": str(root), "limit_bytes": cache_limit(), "entries": sum(m["entries"] for m in models.values()),
             "bytes": sum(m["bytes"] for m in models.values()), "models": models}
+
+
+def _tell_apart(models: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]]) -> None:
+    """Entries with the same short description get the spec fields in which they differ (else their key)."""
+    groups: dict[str, list[str]] = {}
+    for key, m in models.items():
+        groups.setdefault(m["what"], []).append(key)
+    for keys in (g for g in groups.values() if len(g) > 1):
+        fields = sorted({f for k in keys for f in specs[k]})
+        differ = [f for f in fields if len({json.dumps(specs[k].get(f), sort_keys=True) for k in keys}) > 1]
+        for k in keys:
+            shown = [f"{f}={specs[k].get(f)}" for f in differ if f not in ("preprocess", "code")]
+            if "code" in differ:
+                shown.append(f"feature code {str(specs[k].get('code'))[:8]}")
+            models[k]["what"] += f" ({', '.join(shown) if shown else 'key ' + k[:12]})"
 
 
 def clear(root: Path | None = None) -> int:

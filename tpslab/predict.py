@@ -168,8 +168,8 @@ def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: st
                 if strict:
                     raise TPSLabError(f"{f.path}: cannot read image ({err}); without --strict it is skipped") from err
                 skipped.append({"image": str(f.path), "error": str(err).splitlines()[0] if str(err) else repr(err)})
-                # on its own line above the progress bar, not on it
-                tqdm.write(f"tpslab: warning: skipped {f.path}: cannot read it", file=sys.stderr)
+                if len(found) > 1:  # on its own line above the progress bar, not on it
+                    tqdm.write(f"tpslab: warning: skipped {f.path}: cannot read it", file=sys.stderr)
         bar.update(len(found[start:start + batch_size]))
         if not chunk:
             continue
@@ -178,11 +178,12 @@ def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: st
         scores += pred.image_scores.float().cpu().tolist()
         kept += chunk
     bar.close()
+    if not kept:  # nothing to keep: one error, nothing written
+        others = f" (nor any of the other {len(found) - 1} image(s))" if len(found) > 1 else ""
+        raise TPSLabError(f"{skipped[0]['image']}: cannot read image ({skipped[0]['error']}){others}")
     out.mkdir(parents=True, exist_ok=True)
     if skipped:
         _write_csv(out / "skipped.csv", ["image", "error"], skipped)
-    if not kept:
-        raise TPSLabError(f"none of the {len(found)} image(s) could be read (see {out / 'skipped.csv'})")
     lo, hi = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
     rows = []
     for f, score, amap in zip(kept, scores, maps, strict=True):

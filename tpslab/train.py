@@ -167,7 +167,10 @@ def train(
     elif (out / "train.log").exists():
         (out / "train.log").unlink()  # a fresh run starts a fresh log
     log(f"model: {model.config.to_dict()}")
-    log(f"training: {asdict(cfg)}; {len(dataset)} images on {device}")
+    shown_cfg = asdict(cfg)
+    if not model.parameter_groups()["pathway"]:
+        shown_cfg.pop("lr_pathway")  # no pathway to train (AnomalyCLIP, ablation A1): a rate it would not use
+    log(f"training: {shown_cfg}; {len(dataset)} images on {device}")
     model.train()
     store = FeatureStore(model, dtype=cfg.cache_dtype) if cfg.cache_features and cfg.disk_cache else None
     cache = FeatureCache(model, dataset, cfg.batch_size, device, progress, store) if cfg.cache_features else None
