@@ -318,3 +318,19 @@ def test_anomalyclip_log_shows_only_the_rates_it_uses(tiny_data, tmp_path):
           TrainConfig(epochs=1, device="cpu"), tmp_path, progress=False, log=lines.append)
     setting = next(line for line in lines if line.startswith("training:"))
     assert "lr_prompts" in setting and "lr_pathway" not in setting
+
+
+def test_example_maps_have_a_colour_bar_and_no_blank_band():
+    import numpy as np
+
+    from tpslab.viz import plot_examples
+
+    rng = np.random.default_rng(0)
+    n = 4
+    fig = plot_examples([rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(n)],
+                        [rng.random((32, 32)).astype(np.float32) for _ in range(n)], [np.zeros((32, 32))] * n,
+                        ["c\nnormal, score 0.1"] * n, "Held-out examples", "synthetic data: not paper numbers")
+    fig.canvas.draw()
+    assert len(fig.axes) == 3 * n + 1  # the panels and one colour bar
+    top = max(ax.get_position().y1 for ax in fig.axes[:n])
+    assert top > 0.8, top  # the first row starts right under the two-line title

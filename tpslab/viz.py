@@ -145,7 +145,7 @@ def plot_examples(images: list[np.ndarray], maps: list[np.ndarray], masks: list[
                   captions: list[str], title: str, label: str | None = None) -> plt.Figure:
     """Rows of (image, ground truth, map overlay) for a few samples."""
     n = len(images)
-    fig, axes = plt.subplots(3, n, figsize=(1.6 * n + 0.6, 5.2), squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n + 1.2, 5.4), squeeze=False, layout="constrained")
     vmax = max(float(m.max()) for m in maps)
     vmin = min(float(m.min()) for m in maps)
     for j in range(n):
@@ -158,8 +158,9 @@ def plot_examples(images: list[np.ndarray], maps: list[np.ndarray], masks: list[
     for i, name in enumerate(("image", "ground truth", "anomaly map")):
         axes[i, 0].text(-0.1, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right",
                         fontsize=8)
-    _title(fig, title, label)
-    fig.tight_layout(rect=(0.02, 0, 1, 0.9))
+    scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(vmin, vmax), cmap="jet")
+    fig.colorbar(scale, ax=list(axes[2]), shrink=0.9, pad=0.02).set_label("map (shared scale)", fontsize=7)
+    _title(fig, title, label)  # constrained layout puts the title right above the panels: no blank band
     return fig
 
 
