@@ -57,7 +57,9 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None, help=f"take the settings of this profile ({profiles} or a YAML file) "
                    "(default: none, the dataclasses' defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change one profile setting, e.g. train.epochs=3 (repeatable; default: none)")
+                   help="change one profile setting, e.g. train.epochs=3, checked against its type (repeatable; "
+                   "evaluate and predict take evaluate.KEY and the method's settings without --profile too; "
+                   "default: none)")
 
 
 def _setting(p: argparse.ArgumentParser, flag: str, cls: type, name: str, help_: str, profile: bool = True,
@@ -107,8 +109,8 @@ def _model_source_args(p: argparse.ArgumentParser, profile: bool = True) -> None
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="data root holding meta.json (or the file)")
-    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, history.csv, train.log) "
-                   "(required; default: none)")
+    p.add_argument("--out", required=True, help="output folder (checkpoint.pt, history.csv, train.log); refused "
+                   "if it holds a checkpoint, unless --resume or --force (required; default: none)")
     _method_arg(p, TRAINED)
     _profile_args(p)
     _model_args(p, training=True)
