@@ -89,7 +89,7 @@ def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: s
     examples = load_examples(metas["heldout"], model.backbone.image_size, EXAMPLES)
     figure = viz.example_figure(model, examples, "Held-out examples, untrained TPS", profile.label, device=device)
     viz.save_figure(figure, out / "examples_untrained")
-    train_cfg = TrainConfig.from_dict({**profile.train, "device": device})
+    train_cfg = TrainConfig.from_dict({"threads": profile.threads, **profile.train, "device": device})
     train_ds = AnomalyDataset(metas["train"], model.backbone.image_size)
     history = train(model, train_ds, train_cfg, out / "train", resume=resume, progress=progress, log=log)
     after = evaluate_with(model, metas["heldout"], ev, progress=progress, dataset_name="heldout")
