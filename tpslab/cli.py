@@ -295,7 +295,7 @@ INTERRUPTED = {  # what Ctrl-C leaves, per command
     "compare": "finished jobs (and the classes of an unfinished one) are kept: rerun the same command to continue",
     "train": "finished epochs are saved (rerun with --resume to continue)",
     "demo": "finished epochs are saved (rerun `tpslab demo --resume` to continue)",
-    "reproduce": "rerun the same command to continue",
+    "reproduce": "the notebooks that finished keep their outputs: rerun the rest with --only",
     "predict": "nothing was written (outputs are written at the end): rerun the same command",
     "evaluate": "nothing was written (the tables are written at the end): rerun the same command",
     "prepare": "no meta.json was written: rerun the same command",
