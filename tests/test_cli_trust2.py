@@ -236,7 +236,7 @@ def test_training_warns_about_all_normal_data_and_missing_masks(capsys, tmp_path
         assert main(["prepare", "folder", str(root)]) == 0
         capsys.readouterr()
         assert main(["train", str(root), "--profile", "smoke", "--set", "train.epochs=1", "--out",
-                     str(tmp_path / f"{name}-run"), "--quiet"]) == 0
+                     str(tmp_path / f"{name}-run"), "--quiet", "--pretrained", "None"]) == 0  # issue 18: None too
         assert f"tpslab: warning: {expected}" in capsys.readouterr().err
 
 
