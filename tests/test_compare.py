@@ -103,6 +103,8 @@ def test_five_methods_both_protocols_intervals_and_figures(first_run):
         assert (out / "compare" / "tables" / f"table2_{protocol}.tex").is_file()
         assert set(result.tables[f"figure3_{protocol}"]["row"]) == {"A1", "A2 (TPS)"}
     assert (out / "compare" / "tables" / "table3_reference.md").is_file()
+    for number, pair in ((1, "image AUROC and image AP"), (2, "pixel AUROC and pixel AUPRO")):  # issue 18
+        assert f"each cell 'a, b' is {pair}" in (out / "compare" / "tables" / f"table{number}_reference.md").read_text()
 
 
 def test_reference_protocol_equals_evaluate(first_run, profile_file):
