@@ -164,7 +164,8 @@ def run_spec(lab: Lab, dataset: str, model_settings: dict | None = None, train_s
     """What a training run of :func:`train_run` is made with (its ``run.json``): equal specs, equal runs."""
     cfg = method_module(method).Settings.from_dict({**lab.profile.method_settings(method), **(model_settings or {})})
     tcfg = TrainConfig.from_dict({**lab.profile.train, **(train_settings or {}), "device": lab.device})
-    return json.loads(json.dumps({"model": cfg.to_dict(), "train": asdict(tcfg), "dataset": dataset,
+    train = {k: v for k, v in asdict(tcfg).items() if not (k == "threads" and v is None)}  # specs made before it
+    return json.loads(json.dumps({"model": cfg.to_dict(), "train": train, "dataset": dataset,
                                   "per_class": per_class, "tpslab": tpslab.__version__,
                                   **({"method": method} if method != "tps" else {})}))
 
