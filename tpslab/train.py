@@ -167,7 +167,7 @@ def train(
     elif (out / "train.log").exists():
         (out / "train.log").unlink()  # a fresh run starts a fresh log
     log(f"model: {model.config.to_dict()}")
-    shown_cfg = asdict(cfg)
+    shown_cfg = {k: v for k, v in asdict(cfg).items() if not (k == "threads" and v is None)}
     if not model.parameter_groups()["pathway"]:
         shown_cfg.pop("lr_pathway")  # no pathway to train (AnomalyCLIP, ablation A1): a rate it would not use
     log(f"training: {shown_cfg}; {len(dataset)} images on {device}")
