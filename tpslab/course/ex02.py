@@ -13,7 +13,7 @@ from tpslab.losses import dice_loss, focal_loss
 
 def _probs(seed: int, b: int = 2, size: int = 12, empty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    probs = torch.randn(b, 2, size, size, generator=g).mul(2).softmax(1)  # (B, 2, H, W)
+    probs = torch.randn(b, 2, size, size, generator=g).softmax(1)  # (B, 2, H, W)
     masks = (torch.rand(b, size, size, generator=g) < 0.3).float()  # (B, H, W)
     if empty:
         masks[0] = 0
