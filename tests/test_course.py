@@ -152,3 +152,18 @@ def test_checks_are_fast():
         run(id_, lambda *a: (_ for _ in ()).throw(NotImplementedError()))
     assert time.perf_counter() - start < 16
     assert torch.get_num_threads() >= 1
+
+
+def test_hidden_cases_run_only_in_grade_mode():
+    ns: dict = {}
+    for py in sources():
+        for src in _exercise_cells(jupytext.read(py)):
+            if "def " in src:
+                exec(src, ns)  # noqa: S102  (the reference solutions)
+    visible, hidden = run("e6.1", ns["auroc_interval"], hidden=False), run("e6.1", ns["auroc_interval"], hidden=True)
+    assert visible.status == hidden.status == "passed" and hidden.cases > visible.cases
+    assert run("e2.1", ns["dice"]).cases == visible_cases("e2.1", ns["dice"])
+
+
+def visible_cases(id_: str, fn) -> int:
+    return run(id_, fn, hidden=False).cases

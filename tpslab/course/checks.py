@@ -41,7 +41,7 @@ class Result:
     def line(self) -> str:
         """The one line a check prints."""
         if self.status == "passed":
-            return f"{self.id}: passed ({self.cases} cases)"
+            return f"{self.id}: passed ({self.cases} case{'s' if self.cases != 1 else ''})"
         return f"{self.id}: {self.status}" + (f": {self.hint}" if self.hint else "")
 
 

@@ -23,7 +23,7 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
 @exercise("e4.1", "what an ablation row changes")
 def config_diff(fn: Callable[..., Any], hidden: bool) -> int:
     """``fn(a, b) -> {field: (a's value, b's value)}`` over the TPSConfig fields in which two rows differ."""
-    pairs = [p for p in PAIRS if all(k in TPSConfig.from_dict({}).to_dict() for d in p for k in d)]
+    pairs = PAIRS + ([({"variant": "authors-code"}, {}), ({"shared_pathway": True}, {"n_ctx": 4})] if hidden else [])
     for a, b in pairs:
         got, want = fn(dict(a), dict(b)), _diff(a, b)
         if got == want:
