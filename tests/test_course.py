@@ -167,3 +167,25 @@ def test_hidden_cases_run_only_in_grade_mode():
 
 def visible_cases(id_: str, fn) -> int:
     return run(id_, fn, hidden=False).cases
+
+
+def test_the_command_line(tmp_path: Path, capsys):
+    from tpslab.cli import main
+
+    out = tmp_path / "s"
+    assert main(["course", "build", "--student", str(out), "--only", "00"]) == 0
+    assert [p.name for p in out.iterdir()] == ["00_quickstart.ipynb"]
+    assert main(["course", "build", "--student", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    (tmp_path / "subs" / "eve").mkdir(parents=True)
+    shutil.copy(out / "00_quickstart.ipynb", tmp_path / "subs" / "eve")
+    assert main(["course", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "g")]) == 0
+    assert (tmp_path / "g" / "grades.csv").read_text().splitlines()[1].startswith("eve,0,")
+
+
+def test_teacher_cells_are_dropped():
+    from tpslab.course.build import student_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["teacher"]}),
+                                         nbformat.v4.new_code_cell("y = 2")])
+    assert [c.source for c in student_notebook(nb).cells] == ["y = 2"]
