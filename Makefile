@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small clean
+.PHONY: install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course clean
 
 install: $(STAMP)
 
@@ -59,8 +59,14 @@ gpu-check-small: install
 	rm -rf $(GPU_CHECK_DIR)
 	GPU_CHECK_SMALL=1 PYTHON=$(CURDIR)/$(PY) bash benchmarks/gpu_check.sh $(GPU_CHECK_DIR)
 
+# The course kit: the student build (solutions out, outputs cleared) and the teacher build (executed) of the notebooks.
+COURSE_DIR ?= $(CURDIR)/course-build
+course: install
+	$(PY) -m tpslab course build --student $(COURSE_DIR)/student --force
+	$(PY) -m tpslab course build --teacher $(COURSE_DIR)/teacher --force
+
 lint: install
 	$(VENV)/bin/ruff check tpslab tests
 
 clean:
-	rm -rf $(NBVAL_DIR) $(GPU_CHECK_DIR) .pytest_cache
+	rm -rf $(NBVAL_DIR) $(GPU_CHECK_DIR) $(COURSE_DIR) .pytest_cache

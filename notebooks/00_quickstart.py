@@ -158,3 +158,71 @@ lab.save_figure(viz.plot_examples(rgb, list(pred_code.anomaly_maps.cpu().numpy()
 
 # %% [markdown]
 # **Next:** 01 makes (or checks) the data sets, 02 trains the prompts and the pathways.
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E0.1.** Eq. 9 by hand: $C = \mathrm{softmax}([\cos(v, t_g^n), \cos(v, t_g^a)] / \tau)$; return $C$'s anomalous column.
+
+# %% tags=["exercise"]
+def image_score(embedding, global_text, temperature=0.07):
+    """Eq. 9: (B, D) image embeddings, (2, D) global text [normal, anomalous] -> (B,) P(anomalous)."""
+    import torch.nn.functional as F
+    ### BEGIN SOLUTION
+    v, t = F.normalize(embedding, dim=-1), F.normalize(global_text, dim=-1)
+    return (v @ t.T / temperature).softmax(dim=-1)[:, 1]
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e0.1", image_score)
+
+# %% [markdown]
+# **E0.2.** Eq. 10 for one layer: every patch token against the normal and the anomalous sentence.
+
+# %% tags=["exercise"]
+def layer_map(patches, text, temperature=0.07):
+    """Eq. 10 for one layer: (B, L, D) patch tokens, (2, D) text -> (B, L) P(anomalous) per patch."""
+    import torch.nn.functional as F
+    ### BEGIN SOLUTION
+    z, s = F.normalize(patches, dim=-1), F.normalize(text, dim=-1)
+    return (z @ s.T / temperature).softmax(dim=-1)[..., 1]
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e0.2", layer_map)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q0.1.** With a two-way softmax $S_n = 1 - S_a$. The paper's per-layer map term $(S_a + 1 - S_n)/2$ is then (a) $S_n$ (b) $S_a$ (c) $1/2$ (d) $S_a - S_n$.
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q0_1 = 'b'
+### END SOLUTION
+_ = answer("q0.1", q0_1)
+
+# %% [markdown]
+# **Q0.2.** On the `smoke` profile, what do this notebook's image scores tell you about the defects? (a) the damaged images score higher (b) the normal images score higher (c) nothing: the model is untrained and its CLIP has random weights
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q0_2 = 'c'
+### END SOLUTION
+_ = answer("q0.2", q0_2)

@@ -132,3 +132,74 @@ for name, b in batches.items():
 # %%
 for name, b in batches.items():
     lab.save_figure(viz.plot_samples(b, f"Test samples of {name}", lab.label), f"01_samples_{name}")
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E1.1.** Corrupt a mask in a scratch copy and read `validate`'s message (`tpslab.data.validate.mask_problem`).
+
+# %% tags=["exercise"]
+def corrupt_mask(mask):
+    """Return a copy of a binary (H, W) mask that `validate` rejects as not binary; keep `mask` as it is."""
+    ### BEGIN SOLUTION
+    bad = mask.copy()
+    bad[: bad.shape[0] // 2] = 0.5  # half the pixels mid-grey
+    return bad
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e1.1", corrupt_mask)
+
+# %% [markdown]
+# **E1.2.** Write `validate`'s label agreement rule: an anomalous sample must mark a pixel (value >= 0.5), a normal one none.
+
+# %% tags=["exercise"]
+def label_problem(mask, anomaly):
+    """validate's label rule for a binary mask: the message for a label/mask disagreement, or None."""
+    ### BEGIN SOLUTION
+    marked = int((mask >= 0.5).sum())
+    if anomaly == 1 and marked == 0:
+        return "mask of an anomalous sample marks no pixel"
+    if anomaly == 0 and marked > 0:
+        return f"mask of a normal sample marks {marked} pixel(s)"
+    return None
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e1.2", label_problem)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q1.1.** `validate` rejects a mask when more than what fraction of its pixels are mid-grey? (a number, e.g. 0.5)
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q1_1 = 0.05
+### END SOLUTION
+_ = answer("q1.1", q1_1)
+
+# %% [markdown]
+# **Q1.2.** A normal sample's mask marks 3 pixels. `validate` (a) reports that the mask of a normal sample marks pixels (b) accepts it (c) binarises it silently
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q1_2 = 'a'
+### END SOLUTION
+_ = answer("q1.2", q1_2)

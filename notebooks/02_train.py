@@ -151,3 +151,69 @@ for run in [*runs, *baseline_runs]:
     kind = f"variant {ckpt['model_config']['variant']}" if ckpt.get("method", "tps") == "tps" else ckpt["method"]
     print(f"{lab.checkpoint(run).relative_to(lab.out)}: epoch {ckpt['epoch']}, {kind}; learned numbers per part: "
           f"{groups.to_dict()}")
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E2.1.** The Dice loss of Eq. 11: $1 - \frac{2\sum p\,m + 1}{\sum p + \sum m + 1}$ per image, averaged.
+
+# %% tags=["exercise"]
+def dice(prob, target):
+    """Soft Dice loss: (B, H, W) foreground probabilities and masks -> scalar, per image then averaged."""
+    ### BEGIN SOLUTION
+    p, m = prob.flatten(1), target.flatten(1)
+    return (1 - (2 * (p * m).sum(1) + 1) / (p.sum(1) + m.sum(1) + 1)).mean()
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e2.1", dice)
+
+# %% [markdown]
+# **E2.2.** The focal loss of Eq. 11: $-(1 - p_t)^\gamma \log p_t$ averaged over pixels, $p_t$ the true class's probability.
+
+# %% tags=["exercise"]
+def focal(probs, target, gamma=2.0):
+    """Focal loss: (B, 2, H, W) probabilities, (B, H, W) class map -> scalar mean over pixels."""
+    ### BEGIN SOLUTION
+    pt = probs.gather(1, target.long()[:, None])[:, 0]  # probability of the true class
+    return (-(1 - pt) ** gamma * pt.log()).mean()
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e2.2", focal)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q2.1.** Why is training on MVTec AD (its test split) and testing on VisA still zero-shot? (a) the two data sets share their classes (b) the test masks are never used (c) the model never sees an image or a class of the data set it is tested on
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q2_1 = 'c'
+### END SOLUTION
+_ = answer("q2.1", q2_1)
+
+# %% [markdown]
+# **Q2.2.** The Dice loss with the +1 of an image whose mask is empty and whose predicted probabilities are all 0 (a number).
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q2_2 = 0
+### END SOLUTION
+_ = answer("q2.2", q2_2)

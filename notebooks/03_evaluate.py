@@ -137,3 +137,79 @@ for (dataset, run), found in cases.items():
 # scored beside TPS in notebook 06, on the same images and by the same metric code, each under
 # its reference protocol and under one harmonised protocol, with bootstrap intervals
 # (`tpslab compare`); notebook 07 steps through what each of them computes.
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E3.1.** AUROC $= \frac{1}{|A||N|}\sum_{a \in A}\sum_{n \in N} [s_a > s_n] + \tfrac12 [s_a = s_n]$.
+
+# %% tags=["exercise"]
+def auroc(labels, scores):
+    """Image AUROC as a Mann-Whitney count: P(anomalous scores higher than normal), ties count 1/2."""
+    import numpy as np
+    ### BEGIN SOLUTION
+    a, n = scores[labels > 0.5], scores[labels <= 0.5]
+    return float(np.mean((a[:, None] > n[None]) + 0.5 * (a[:, None] == n[None])))
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e3.1", auroc)
+
+# %% [markdown]
+# **E3.2.** PRO/AUPRO on a two-image toy: PRO is the mean over all regions of the fraction of each region predicted ($\text{map} \ge t$); integrate PRO against the FPR of the normal pixels from 0 to 0.3 and divide by 0.3.
+
+# %% tags=["exercise"]
+def aupro_toy(masks, maps, fpr_limit=0.3):
+    """AUPRO up to `fpr_limit` on (N, H, W) masks and maps, thresholds at every distinct map value."""
+    import numpy as np
+    from scipy import ndimage
+    ### BEGIN SOLUTION
+    regions = [(i, lab == k) for i, m in enumerate(masks) for lab, n in [ndimage.label(m > 0.5, np.ones((3, 3)))]
+               for k in range(1, n + 1)]
+    fpr, pro = [0.0], [0.0]
+    for t in np.unique(maps)[::-1]:
+        pred = maps >= t
+        fpr.append(pred[masks <= 0.5].mean())
+        pro.append(np.mean([pred[i][r].mean() for i, r in regions]))
+    x = np.append(np.array(fpr)[np.array(fpr) < fpr_limit], fpr_limit)
+    return float(np.trapezoid(np.interp(x, fpr, pro), x) / fpr_limit)
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e3.2", aupro_toy)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q3.1.** An image AUROC of 0.5 means (a) half the images are anomalous (b) half the anomalous pixels are found (c) the threshold is 0.5 (d) the scores rank anomalous images above normal ones no better than chance
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q3_1 = 'd'
+### END SOLUTION
+_ = answer("q3.1", q3_1)
+
+# %% [markdown]
+# **Q3.2.** AUPRO integrates up to FPR 0.3 and divides by 0.3. What does a perfect detector score? (a number)
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q3_2 = 1
+### END SOLUTION
+_ = answer("q3.2", q3_2)

@@ -110,3 +110,70 @@ paper, code = (TPSConfig.from_dict({**lab.profile.model, **rows[r]}).to_dict() f
 diff = pd.DataFrame({"paper": paper, "authors' code": code}).loc[[k for k in paper if paper[k] != code[k]]]
 print(diff.to_string())
 print(table[table["row"].isin(["A2 (TPS)", "authors' code"])].round(1).to_string(index=False))
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E4.1.** Before adding a row, see what it changes: compare two rows' full configurations (defaults filled in).
+
+# %% tags=["exercise"]
+def config_diff(a, b):
+    """The TPSConfig fields in which two ablation rows' settings differ: {field: (a's value, b's value)}."""
+    from tpslab.configs import TPSConfig
+    ### BEGIN SOLUTION
+    fa, fb = TPSConfig.from_dict(a).to_dict(), TPSConfig.from_dict(b).to_dict()
+    return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e4.1", config_diff)
+
+# %% [markdown]
+# **E4.2.** How far a row lands from another: predict it first (Q4.1), then compute it.
+
+# %% tags=["exercise"]
+def row_gap(table, row, base, metric):
+    """Mean over data sets of `metric` for `row` minus `base` (a table like `table` above)."""
+    ### BEGIN SOLUTION
+    part = table.pivot(index="dataset", columns="row", values=metric)
+    return float((part[row] - part[base]).mean())
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e4.2", row_gap)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q4.1.** Predict before you look: the authors'-code row discards its pathway at test time. Its pixel metrics land nearest to (a) A1 (b) prompts only (c) A2 (TPS)
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q4_1 = 'b'
+### END SOLUTION
+_ = answer("q4.1", q4_1)
+
+# %% [markdown]
+# **Q4.2.** One row beats another by 1.9 points on one seed, without an interval. This shows (a) nothing yet: it needs more seeds or a bootstrap interval (b) that the row is better (c) that the row is worse
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q4_2 = 'a'
+### END SOLUTION
+_ = answer("q4.2", q4_2)

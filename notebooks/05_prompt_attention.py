@@ -161,3 +161,69 @@ if ablation_file.is_file():
               f"AUPRO {ab.loc[row, 'pixel_aupro'] / 100:.3f}")
 else:
     print(f"{ablation_file.name} not found: run notebooks/04_ablations first")
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E5.1.** One Eq. 6 step, $s \leftarrow \mathrm{LN}_2(s + \mathrm{MHA}_\eta(s, z, z))$, with a `Pathway`'s own layers.
+
+# %% tags=["exercise"]
+def eq6(pathway, shunt, patches):
+    """Eq. 6 with the module's own weights: (B, 2, D) shunt features, (B, L, D) patches -> (B, 2, D)."""
+    ### BEGIN SOLUTION
+    s, z = pathway.ln_shunt(shunt), pathway.ln_patches(patches)
+    return pathway.ln_mid(s + pathway.customise(s, z, z)[0])
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e5.1", eq6)
+
+# %% [markdown]
+# **E5.2.** Where each sentence looks: the attention weights of $\mathrm{MHA}_\eta$ (each row sums to 1 over the patches).
+
+# %% tags=["exercise"]
+def attention(pathway, shunt, patches):
+    """MHA_eta's attention over the patches, averaged over heads: (B, 2, L)."""
+    ### BEGIN SOLUTION
+    s, z = pathway.ln_shunt(shunt), pathway.ln_patches(patches)
+    return pathway.customise(s, z, z, need_weights=True)[1]
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e5.2", attention)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q5.1.** In Eq. 6 the keys are the $L$ patch tokens. The values must then be (a) the shunt text features $t_s$ (b) the patch tokens (c) the global text features
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q5_1 = 'b'
+### END SOLUTION
+_ = answer("q5.1", q5_1)
+
+# %% [markdown]
+# **Q5.2.** For one sentence, what do $\mathrm{MHA}_\eta$'s attention weights sum to over the patches? (a number)
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q5_2 = 1
+### END SOLUTION
+_ = answer("q5.2", q5_2)

@@ -197,3 +197,79 @@ print(prov["source"].value_counts().to_string())
 print(f"{len(result.tables)} tables and {len(result.figures)} figures under {shown(result.out)}:")
 for sub in ("tables", "figures"):
     print(f"  {sub}/: " + ", ".join(sorted(p.name for p in (result.out / sub).iterdir())))
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E6.1.** The interval of one class: resample normal and anomalous images apart (`resample_counts`), score each resample, take the $\frac{1-\ell}{2}$ and $\frac{1+\ell}{2}$ percentiles.
+
+# %% tags=["exercise"]
+def auroc_interval(labels, scores, n_boot, seed, level=0.95):
+    """Stratified percentile bootstrap interval (low, high) of one class's image AUROC."""
+    import numpy as np
+    from tpslab.bootstrap import resample_counts
+    from tpslab.metrics import image_auroc
+    ### BEGIN SOLUTION
+    stats = [image_auroc(np.repeat(labels, c), np.repeat(scores, c)) for c in resample_counts(labels, n_boot, seed)]
+    stats = np.array(stats)[~np.isnan(stats)]
+    if stats.size == 0:
+        return float("nan"), float("nan")
+    return tuple(np.quantile(stats, [(1 - level) / 2, (1 + level) / 2]))
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e6.1", auroc_interval)
+
+# %% [markdown]
+# **E6.2.** The same for a pixel metric: the unit of resampling is still the image, not the pixel.
+
+# %% tags=["exercise"]
+def pixel_interval(masks, maps, n_boot, seed):
+    """95% interval of the pixel AUROC, whole images resampled (stratified by image label)."""
+    import numpy as np
+    from tpslab.bootstrap import interval, resample_counts
+    from tpslab.metrics import pixel_auroc
+    ### BEGIN SOLUTION
+    counts = resample_counts(masks.reshape(len(masks), -1).max(1), n_boot, seed)
+    stats = [pixel_auroc(np.repeat(masks, c, 0), np.repeat(maps, c, 0)) for c in counts]
+    return interval(np.array(stats), 0.95)
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e6.2", pixel_interval)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q6.1.** Which gaps in Table 1 are real? A gap between two methods is supported when (a) the means differ (b) it is more than one point (c) the bootstrap intervals (or the seeds' spread) leave no doubt about its sign
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q6_1 = 'c'
+### END SOLUTION
+_ = answer("q6.1", q6_1)
+
+# %% [markdown]
+# **Q6.2.** The bootstrap of a class resamples (a) pixels (b) images, normal and anomalous apart (c) classes
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q6_2 = 'b'
+### END SOLUTION
+_ = answer("q6.2", q6_2)

@@ -192,3 +192,75 @@ lab.save_figure(plot_mutual_scores(members.images[query], distances, scores, mem
 # changes the attention instead); MuSc needs neither text nor training but needs the other
 # test images of a class, and fails where they are not mostly normal and alike (the paper's
 # medical sets). Notebook 03 puts all five on the same test data.
+
+# %% [markdown]
+# ## Exercises
+#
+# Write the body of each function between the markers (in the student build it raises
+# `NotImplementedError`), then run the check cell below it: it prints `passed`, `not attempted`
+# or `failed:` with a hint. The checks build their own seeded inputs and compare your function
+# with the library's; `tpslab course grade` runs them again with hidden cases.
+
+# %%
+from tpslab.course import answer, check  # noqa: F401
+
+# %% [markdown]
+# **E7.1.** WinCLIP's harmonic aggregation: $M(p) = |W_p| / \sum_{w \in W_p} 1/s_w$ over the windows $W_p$ that contain patch $p$.
+
+# %% tags=["exercise"]
+def harmonic(window_scores, windows, grid):
+    """WinCLIP: per patch, the harmonic mean of the scores of the windows covering it; (B, g, g)."""
+    import torch
+    ### BEGIN SOLUTION
+    cover = torch.zeros(windows.shape[0], grid * grid)
+    cover[torch.arange(windows.shape[0])[:, None], windows] = 1.0  # (n_win, L)
+    return (cover.sum(0) / ((1 / window_scores) @ cover)).reshape(-1, grid, grid)
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e7.1", harmonic)
+
+# %% [markdown]
+# **E7.2.** MuSc's mutual scoring: per patch, its nearest-patch distance to every other image, sorted; the mean of the smallest $\lfloor 0.3 (N-1) \rfloor$.
+
+# %% tags=["exercise"]
+def mutual_scores(features):
+    """MuSc's MSM: (N, L, C) patch features -> (N, L), each patch against the N - 1 other images."""
+    import torch
+    ### BEGIN SOLUTION
+    n, length, c = features.shape
+    d = torch.cdist(features.reshape(-1, c), features.reshape(-1, c)).reshape(n, length, n, length).amin(-1)
+    d[torch.arange(n), :, torch.arange(n)] = float("inf")  # leave each image's own patches out
+    k = int(0.3 * (n - 1))
+    return d.sort(dim=-1).values[..., :k].mean(-1)
+    ### END SOLUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+_ = check("e7.2", mutual_scores)
+
+# %% [markdown]
+# ## Check your understanding
+#
+# Put your answer in the cell (a letter for multiple choice, a number otherwise) and run it.
+
+# %% [markdown]
+# **Q7.1.** WinCLIP's harmonic mean of the three maps 0.5, 0.25 and 1.0 at one pixel (two decimals).
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q7_1 = 0.43
+### END SOLUTION
+_ = answer("q7.1", q7_1)
+
+# %% [markdown]
+# **Q7.2.** MuSc is zero-shot without prompts or training. Each image is scored against (a) the other unlabelled test images of its class (b) normal training images (c) text prompts
+
+# %% tags=["exercise"]
+# NBVAL_CHECK_OUTPUT
+### BEGIN SOLUTION
+q7_2 = 'a'
+### END SOLUTION
+_ = answer("q7.2", q7_2)

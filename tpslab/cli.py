@@ -307,6 +307,23 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def cmd_course(args: argparse.Namespace) -> int:
+    """``tpslab course build|grade``."""
+    if args.course_command == "build":
+        from tpslab.course.build import build
+        out = args.student or args.teacher
+        written = build(out, student=args.student is not None, force=args.force, execute=not args.no_execute,
+                        only=args.only)
+        print(f"{'student' if args.student else 'teacher'} build: {len(written)} notebooks in {out}")
+        return 0
+    from tpslab.course.grade import grade
+    print(f"grades: {grade(args.submissions, args.out)}")
+    return 0
+
+
+COMMANDS["course"] = cmd_course
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)

@@ -257,4 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("cache", "show or clear the on-disk cache of frozen CLIP features (training's cache_features)")
     p.add_argument("action", choices=["info", "clear"], help="info: where, how big, per model; clear: delete all")
+
+    p = command("course", "the course kit: student and teacher builds of the notebooks, grading of submissions")
+    course = p.add_subparsers(dest="course_command", required=True)
+    b = course.add_parser("build", help="write the student build (solutions out) or the teacher build",
+                          formatter_class=_Help)
+    which = b.add_mutually_exclusive_group(required=True)
+    which.add_argument("--student", metavar="OUT", default=None, help="write the student build into OUT")
+    which.add_argument("--teacher", metavar="OUT", default=None, help="write the teacher build into OUT")
+    b.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    b.add_argument("--no-execute", action="store_true", help="teacher build: do not run the notebooks")
+    b.add_argument("--only", nargs="*", default=None, help="only these notebooks, e.g. 00 03 (default: all)")
+    g = course.add_parser("grade", help="run every submission's exercises; write grades.csv and feedback/",
+                          formatter_class=_Help)
+    g.add_argument("submissions", help="a folder with one folder of notebooks per student")
+    g.add_argument("--out", default=None, help="where grades.csv and feedback/ go (default: SUBMISSIONS)")
     return parser
