@@ -7,6 +7,14 @@ degrees). Tokens are random unit vectors: the cost does not depend on their valu
     python benchmarks/bench_musc.py                # N = 16, 64, 200 on the CPU (and on CUDA if present)
     python benchmarks/bench_musc.py --quick        # CI-sized: small grids, a few seconds
     python benchmarks/bench_musc.py --budget 150   # seconds of measuring per device before projecting
+    python benchmarks/bench_musc.py --reference ~/src/MuSc   # also: best-of-N side by side with the reference MSM
+
+The side-by-side comparison (issue 22's shape: 12 images x 24x24 patches x 1024 channels, on the
+CPU) always times tpslab's ``msm``; with ``--reference PATH`` (a clone of xrli-U/MuSc, or its
+``models/modules/_MSM.py``; default ``$TPSLAB_MUSC_REFERENCE``) it also times the reference's
+``MSM`` on the same features and prints the ratio of the best times and the largest difference.
+The reference's code is only imported from that path, never copied here. Writes
+``results/benchmarks/musc_vs_reference.csv``.
 
 Each case runs in its own process (peak memory = that process's peak RSS on CPU, or
 ``torch.cuda.max_memory_allocated`` on CUDA; ``base_mb`` is the CPU process's peak before
@@ -105,6 +113,60 @@ def mvtec_projection(rows: list[dict], length: int, c: int) -> list[str]:
     return lines
 
 
+def load_reference(path: str):
+    """The reference's ``MSM`` function from a clone of xrli-U/MuSc or from its ``_MSM.py``."""
+    import importlib.util
+
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "models" / "modules" / "_MSM.py"
+    if not file.is_file():
+        sys.exit(f"bench_musc: no reference MSM at {file} (give a clone of xrli-U/MuSc or its _MSM.py)")
+    spec = importlib.util.spec_from_file_location("musc_reference_msm", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MSM
+
+
+def best_times(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Best wall time of each of ``fns`` over ``repeats`` rounds, after one warm-up call each, and their results.
+
+    The calls alternate (one of each per round), so that a change of the machine's load
+    affects both sides alike.
+    """
+    import contextlib
+    import io
+
+    results = {name: fn() for name, fn in fns.items()}  # warm-up (first-touch allocations, thread pools)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            with contextlib.redirect_stderr(io.StringIO()):  # the reference shows a progress bar per call
+                t0 = time.perf_counter()
+                results[name] = fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best, results
+
+
+def compare_reference(shape: list[int], repeats: int, reference: str | None) -> dict:
+    """Time the ``msm`` of tpslab (and the reference ``MSM`` if given) on the same random unit features, on the CPU."""
+    from tpslab.methods.musc_ops import msm
+
+    n, length, c = shape
+    z = torch.nn.functional.normalize(torch.randn(n, length, c, generator=torch.Generator().manual_seed(0)), dim=-1)
+    fns = {"tpslab": lambda: msm(z)}
+    if reference:
+        ref_msm = load_reference(reference)
+        fns["reference"] = lambda: ref_msm(z, "cpu", 0, 0.3)
+    best, out = best_times(fns, repeats)
+    row = dict(N=n, L=length, C=c, repeats=repeats, threads=torch.get_num_threads(), tpslab_s=round(best["tpslab"], 4),
+               reference_s=None, speedup=None, max_abs_diff=None)
+    if reference:
+        row.update(reference_s=round(best["reference"], 4), speedup=round(best["reference"] / best["tpslab"], 2),
+                   max_abs_diff=float((out["reference"].double() - out["tpslab"].double()).abs().max()))
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 200])
@@ -116,13 +178,28 @@ def main() -> None:
     ap.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     ap.add_argument("--quick", action="store_true", help="CI-sized: N 8, 16 on a 12x12 grid, C 128")
     ap.add_argument("--out", default=None, help="CSV path (default results/benchmarks/musc_msm[_quick].csv)")
+    ap.add_argument("--reference", default=os.environ.get("TPSLAB_MUSC_REFERENCE"),
+                    help="a clone of xrli-U/MuSc (or its models/modules/_MSM.py) to time side by side")
+    ap.add_argument("--compare-shape", type=int, nargs=3, default=[12, 576, 1024], metavar=("N", "L", "C"),
+                    help="features of the side-by-side comparison (issue 22's: 12 576 1024)")
+    ap.add_argument("--repeats", type=int, default=5, help="best of this many calls in the comparison")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one_case(**json.loads(args.one))))
         return
     if args.quick:
-        args.sizes, args.grid, args.channels, args.budget = [8, 16], 12, 128, 20.0
+        args.sizes, args.grid, args.channels, args.budget, args.repeats = [8, 16], 12, 128, 20.0, 3
+    results = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results"))
+    side = compare_reference(args.compare_shape, args.repeats, args.reference)
+    n, length, c = args.compare_shape
+    if side["speedup"] is not None:
+        print(f"MSM {n}x{length}x{c} on the CPU, best of {args.repeats}: tpslab {side['tpslab_s']:.3f} s, reference "
+              f"{side['reference_s']:.3f} s: {side['speedup']:.2f}x; largest difference {side['max_abs_diff']:.1e}")
+    else:
+        print(f"MSM {n}x{length}x{c} on the CPU, best of {args.repeats}: tpslab {side['tpslab_s']:.3f} s "
+              "(no reference: --reference PATH or $TPSLAB_MUSC_REFERENCE for the ratio)")
+    write_rows(results / "benchmarks" / "musc_vs_reference.csv", [side])
     rows = [row for device in args.devices for row in bench_device(args, device)]
     cols = ["device", "precision", "N", "L", "C", "mode", "seconds_per_call", "seconds_per_class", "gmac_per_s",
             "features_mb", "base_mb", "peak_mb"]
@@ -131,7 +208,6 @@ def main() -> None:
         print(" | ".join(str(r[k]) for k in cols))
     for line in mvtec_projection(rows, args.grid * args.grid, args.channels):
         print(line)
-    results = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results"))
     out = Path(args.out) if args.out else results / "benchmarks" / f"musc_msm{'_quick' if args.quick else ''}.csv"
     write_rows(out, rows)
 
