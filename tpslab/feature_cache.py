@@ -70,8 +70,8 @@ def entry_bytes(layers: int, grid: int, dim: int, image_size: int, dtype: str = 
 
     ViT-L-14-336 at 518 px (4 blocks of 37 x 37 tokens, D = 768, float16): about 8.4 MB.
 
-    >>> round(entry_bytes(4, 37, 768, 518) / 1e6, 1)
-    8.4
+    >>> round(entry_bytes(4, 37, 768, 518) / 1e6, 2)
+    8.45
     """
     floats = layers * grid * grid * dim
     itemsize = 4 if dtype == "float32" or (dtype == "auto" and floats * 4 < HALF_FROM_BYTES) else 2
