@@ -175,3 +175,19 @@ def test_too_little_room_trains_without_the_cache(small, tmp_path, monkeypatch, 
           log=lambda s: None)
     for k, v in plain.trainable_state_dict().items():
         assert torch.allclose(v, model.trainable_state_dict()[k], atol=1e-6), k
+
+
+def test_dry_run_and_cache_info_state_the_disk_needed(small, capsys):
+    from tpslab.cache_plan import describe, feature_sets
+    from tpslab.compare import context
+
+    ctx, prof = context("paper", (), None, None, locate=False)
+    sets = feature_sets(prof, {})  # no meta.json: the published split sizes
+    mvtec = [r for r in sets if r["what"] == "tps ViT-L-14-336@518 on mvtec"]
+    assert mvtec and mvtec[0]["images"] == 1725 and 14.4e9 < mvtec[0]["bytes"] < 14.7e9
+    assert mvtec[0]["jobs"] > 3  # the seeds and the ablation rows share one set of entries
+    assert sum(r["bytes"] for r in sets) < fc.cache_limit()  # the default limit holds the paper comparison
+    assert "feature cache:" in describe(prof, {})[0] and "GB on disk" in describe(prof, {})[0]
+    assert main(["cache", "info", "--profile", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "8.45 MB/image" in out and "feature set(s)" in out
