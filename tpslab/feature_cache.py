@@ -112,7 +112,7 @@ def cache_root() -> Path:
 
 
 def cache_limit() -> int:
-    """The size limit in bytes: ``$TPSLAB_CACHE_LIMIT_GB`` (GiB, default 20)."""
+    """The size limit in bytes: ``$TPSLAB_CACHE_LIMIT_GB`` (GiB, default 80)."""
     text = os.environ.get("TPSLAB_CACHE_LIMIT_GB") or str(DEFAULT_LIMIT_GB)
     try:
         return int(float(text) * 2**30)
