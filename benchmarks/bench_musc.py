@@ -19,8 +19,9 @@ The reference's code is only imported from that path, never copied here. Writes
 Each case runs in its own process (peak memory = that process's peak RSS on CPU, or
 ``torch.cuda.max_memory_allocated`` on CUDA; ``base_mb`` is the CPU process's peak before
 the features exist, mostly the imports). When a full call would not fit the time budget,
-only the first q query images are scored (against all N) and the time is scaled by N/q: those
-rows say ``projected``. Writes ``results/benchmarks/musc_msm.csv``.
+only the first q query images are scored (against all N) and the time is scaled by the ratio
+of image pairs computed (MSM computes each unordered pair once): those rows say ``projected``.
+Writes ``results/benchmarks/musc_msm.csv``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def one_case(n: int, grid: int, c: int, device: str, chunk: int, precision: str,
     return dict(seconds_measured=seconds, peak_mb=peak, base_mb=0.0 if dev.type == "cuda" else base_rss)
 
 
+def pairs(n: int, q: int) -> int:
+    """Image pairs MSM computes when scoring the first ``q`` of ``n`` images (each unordered pair once)."""
+    return q * (n - 1) - q * (q - 1) // 2
+
+
 def run_case(args: argparse.Namespace, n: int, device: str, query: int) -> dict:
     """``one_case`` in a fresh process (so that each case has its own peak memory)."""
     cmd = [sys.executable, __file__, "--one", json.dumps(dict(n=n, grid=args.grid, c=args.channels, device=device,
@@ -81,15 +87,16 @@ def bench_device(args: argparse.Namespace, device: str) -> list[dict]:
     rows, rate, spent = [], None, 0.0
     length = args.grid * args.grid
     for n in args.sizes:
-        macs = n * n * length * length * args.channels  # includes each image against itself (masked)
+        block = length * length * args.channels  # multiply-adds of one pair of images
+        macs = pairs(n, n) * block  # each unordered pair once
         left = max(args.budget - spent, 1.0)
         query = n
-        if rate is not None and macs / rate > left:  # too slow in full: score q query images, scale by N/q
-            query = max(1, min(n, int(left * rate / (n * length * length * args.channels))))
+        if rate is not None and macs / rate > left:  # too slow in full: score q query images, scale by the pairs
+            query = max(1, min(n, int(left * rate / ((n - 1) * block))))
         r = run_case(args, n, device, query)
         spent += r["seconds_measured"]
-        seconds = r["seconds_measured"] * n / query
-        rate = n * query * length * length * args.channels / r["seconds_measured"]
+        seconds = r["seconds_measured"] * pairs(n, n) / pairs(n, query)
+        rate = pairs(n, query) * block / r["seconds_measured"]
         features_mb = n * length * args.channels * 4 / 2**20
         rows.append(dict(device=device, precision=args.precision, N=n, L=length, C=args.channels, chunk=args.chunk,
                          mode="measured" if query == n else f"projected ({query}/{n} query images)",
@@ -104,7 +111,7 @@ def mvtec_projection(rows: list[dict], length: int, c: int) -> list[str]:
     lines = []
     for device in dict.fromkeys(r["device"] for r in rows):
         rate = [r for r in rows if r["device"] == device][-1]["gmac_per_s"] * 1e9
-        per_class = {k: CALLS_PER_CLASS * n * n * length * length * c / rate for k, n in MVTEC_TEST.items()}
+        per_class = {k: CALLS_PER_CLASS * pairs(n, n) * length * length * c / rate for k, n in MVTEC_TEST.items()}
         total = sum(per_class.values())
         worst = max(per_class, key=per_class.get)
         lines.append(f"{device}: MVTec AD MSM (L={length}, C={c}) projected {total / 60:.1f} min for 15 classes "
