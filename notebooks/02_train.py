@@ -34,8 +34,9 @@
 # learns slowly at 1e-4).
 #
 # CLIP is frozen and TPS uses no augmentation, so the image features of every epoch are the
-# same: with `cache_features: true` they are computed once, which is what makes CPU training
-# of the small profiles take minutes.
+# same: with `cache_features: true` (every built-in profile) they are computed once, kept on
+# disk in float16 and shared by the seeds and ablation rows, which is what makes CPU training
+# of the small profiles take minutes (`tpslab cache info --profile paper`: the disk it needs).
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | course | paper, or the path of a profile YAML

@@ -137,3 +137,57 @@ def test_each_entry_stores_only_its_own_image(small):
         assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), name
     n_patches = sum(p.shape[1] * p.shape[2] for p in model.encode_images(small[0]["image"][None]).patches)
     assert files[0].stat().st_size < 4 * n_patches * 2  # float32 patches and a little more, not 4 images' worth
+
+
+def test_entry_bytes_states_the_disk_an_image_takes(small):
+    model = tpslab.build_model(seed=0)
+    store = fc.FeatureStore(model)
+    _encode(model, small, store)
+    bb = model.backbone
+    predicted = store.entry_bytes(len(bb.layers), bb.grid_size, bb.embed_dim, model.image_size)
+    sizes = [p.stat().st_size for p in store.dir.rglob("*.pt")]
+    assert all(0.8 * predicted < s <= predicted for s in sizes), (predicted, sizes)
+    paper = fc.arch_entry_bytes("ViT-L-14-336", 518)  # 4 blocks of 37 x 37 x 768 in float16 and the mask bits
+    assert paper == fc.entry_bytes(4, 37, 768, 518) and 8.3e6 < paper < 8.5e6
+    assert fc.arch_entry_bytes("no-such-architecture", 518) is None
+
+
+@pytest.mark.parametrize("shortage", ["disk", "limit", "write"])
+def test_too_little_room_trains_without_the_cache(small, tmp_path, monkeypatch, shortage):
+    """No room (disk, size limit, or a failing write): training says so, runs without the cache, same result."""
+    if shortage == "disk":
+        monkeypatch.setattr(fc, "free_bytes", lambda root: 10**6)
+    elif shortage == "limit":
+        monkeypatch.setenv("TPSLAB_CACHE_LIMIT_GB", "0.00001")
+    else:
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(fc, "atomic_path", full)  # the cache's writes fail; the checkpoint's do not
+    cfg = TrainConfig(epochs=1, batch_size=8, lr_pathway=1e-3, cache_features=True, cache_dtype="float32",
+                      device="cpu")
+    lines = []
+    model = tpslab.build_model(seed=0)
+    train(model, small, cfg, tmp_path / "run", progress=False, log=lines.append)
+    said = [x for x in lines if "training without the feature cache" in x]
+    assert len(said) == 1 and ("GB" in said[0] or "failed" in said[0]), lines
+    plain = tpslab.build_model(seed=0)
+    train(plain, small, TrainConfig(**{**cfg.__dict__, "cache_features": False}), tmp_path / "plain", progress=False,
+          log=lambda s: None)
+    for k, v in plain.trainable_state_dict().items():
+        assert torch.allclose(v, model.trainable_state_dict()[k], atol=1e-6), k
+
+
+def test_dry_run_and_cache_info_state_the_disk_needed(small, capsys):
+    from tpslab.cache_plan import describe, feature_sets
+    from tpslab.compare import context
+
+    ctx, prof = context("paper", (), None, None, locate=False)
+    sets = feature_sets(prof, {})  # no meta.json: the published split sizes
+    mvtec = [r for r in sets if r["what"] == "tps ViT-L-14-336@518 on mvtec"]
+    assert mvtec and mvtec[0]["images"] == 1725 and 14.4e9 < mvtec[0]["bytes"] < 14.7e9
+    assert mvtec[0]["jobs"] > 3  # the seeds and the ablation rows share one set of entries
+    assert sum(r["bytes"] for r in sets) < fc.cache_limit()  # the default limit holds the paper comparison
+    assert "feature cache:" in describe(prof, {})[0] and "GB on disk" in describe(prof, {})[0]
+    assert main(["cache", "info", "--profile", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "8.45 MB/image" in out and "feature set(s)" in out

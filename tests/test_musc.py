@@ -108,6 +108,31 @@ def test_msm_query_subset_equals_full_rows():
     assert torch.allclose(msm(z, query=[4, 1], chunk=20), msm(z)[[4, 1]], atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [1, 40, 2**20])
+def test_each_pair_once_gives_both_directions(chunk):
+    """Row and column minima of one block per pair: every (i, j) entry equals a direct cdist minimum."""
+    z = lnamd(tokens(n=6, h=3, c=5, seed=9), 1)
+    for query in (None, [4, 1, 5], [0]):
+        images = list(range(6)) if query is None else query
+        d = nearest_distances(z, images, chunk=chunk)  # (Q, L, N)
+        for a, i in enumerate(images):
+            for j in range(6):
+                want = torch.full((9,), math.inf, dtype=z.dtype) if i == j else torch.cdist(z[i], z[j]).amin(dim=1)
+                assert torch.allclose(d[a, :, j], want, atol=1e-12), (query, i, j)
+        assert torch.allclose(msm(z, chunk=chunk, query=query), msm(z)[images], atol=1e-12)
+    with pytest.raises(TPSLabError, match="distinct"):
+        msm(z, query=[1, 1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="half-precision MSM runs on CUDA only")
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_half_precision_msm_on_cuda_is_close(precision):
+    z = lnamd(tokens(n=8, h=6, c=64, seed=10).float(), 3).cuda()
+    full = msm(z)
+    half = msm(z, precision=precision)
+    assert half.dtype == torch.float32 and torch.allclose(half, full, atol=1e-2 if precision == "bfloat16" else 2e-3)
+
+
 def test_nearest_distances_are_what_msm_ranks():
     z = lnamd(tokens(n=5, h=3, c=4, seed=7), 1)
     d = nearest_distances(z, [2], chunk=7)  # (1, L, N)

@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("cache", "show or clear the on-disk cache of frozen CLIP features (training's cache_features)")
     p.add_argument("action", choices=["info", "clear"], help="info: where, how big, per model; clear: delete all")
+    p.add_argument("--profile", default=None, help="info: also the disk this profile's training needs in the cache")
 
     p = command("course", "the course kit: student and teacher builds of the notebooks, grading of submissions")
     course = p.add_subparsers(dest="course_command", required=True)

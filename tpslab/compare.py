@@ -402,4 +402,6 @@ def dry_run(ctx: Context, profile: Profile) -> str:
             if source else "GPU estimates: none yet (no CUDA rows in a benchmarks/evaluate.csv: run "
             "benchmarks/gpu_check.sh on the GPU; on a 2-core CPU ViT-L-14-336 at 518 px took about 7 s per image)"]
     tail += [f"missing: {m}" for m in missing] or ["missing: nothing (weights and data sets found)"]
-    return "\n".join(head + lines + tail)
+    from tpslab.cache_plan import describe
+
+    return "\n".join(head + lines + tail + describe(profile, ctx.datasets))

@@ -1,19 +1,25 @@
-"""Losses of TPS, exactly as the spec states them; :func:`tps_loss` is the total the training minimises.
+"""Losses of TPS as the spec states them; :func:`tps_loss` is the total the training minimises.
 
 ``L = CE(image_logits, y) + sum_i [ Focal(S_i, mask) + Dice(S_i[a], mask) + Dice(S_i[n], 1 - mask) ]``
 
 where ``S_i`` are the per-layer probabilities upsampled to the image, (B, 2, H, W).
+
+Computed without anything that is not the math: with two classes the normal map is
+``S_i[n] = 1 - S_i[a]`` (softmax rows sum to 1, and bilinear weights too), so only the
+anomalous maps are upsampled, all layers at once, as two matrix products; the focal loss picks each pixel's
+true-class probability with ``where`` instead of a one-hot target; both Dice terms come from
+three sums per map (``sum p``, ``sum m``, ``sum p m``). Equal to the literal formulas to float
+rounding (tests/test_losses.py keeps the literal version and checks it).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-
-from tpslab.model import upsample_probs
 
 if TYPE_CHECKING:
     from tpslab.model import TPSOutput
@@ -21,22 +27,21 @@ if TYPE_CHECKING:
 SMOOTH = 1e-5
 
 
-def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Focal loss on probabilities (no alpha), averaged over pixels.
+def focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Two-class focal loss on probabilities (no alpha), averaged over pixels.
 
     With one-hot targets clamped to ``[1e-5, 1 - 1e-5]`` (label smoothing) and
-    ``pt = sum_c onehot_c * p_c + 1e-5``: ``loss = -(1 - pt)^gamma * log(pt)``.
+    ``pt = sum_c onehot_c * p_c + 1e-5``: ``loss = -(1 - pt)^gamma * log(pt)``. For two classes
+    whose probabilities sum to 1, ``pt = (1 - 2e-5) p_true + 2e-5`` with ``p_true`` the
+    probability of the pixel's class.
 
     Args:
-        probs: (B, C, H, W) class probabilities.
-        target: (B, H, W) integer-valued class map (here 0 normal, 1 anomalous).
+        prob: (..., H, W) probability of the anomalous class.
+        target: (..., H, W) binary class map (1 anomalous), broadcastable to ``prob``.
         gamma: the focusing exponent (2 in the paper).
     """
-    c = probs.shape[1]
-    p = probs.permute(0, 2, 3, 1).reshape(-1, c)  # (N, C)
-    onehot = F.one_hot(target.reshape(-1).long(), c).to(p.dtype)
-    onehot = onehot.clamp(SMOOTH / (c - 1), 1.0 - SMOOTH)
-    pt = (onehot * p).sum(dim=1) + SMOOTH
+    p_true = torch.where(target > 0.5, prob, 1 - prob)
+    pt = p_true * (1 - 2 * SMOOTH) + 2 * SMOOTH
     return (-(1 - pt).pow(gamma) * pt.log()).mean()
 
 
@@ -52,12 +57,53 @@ def dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - dice).mean()
 
 
-def segmentation_loss(layer_probs: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
-    """Sum over layers of Focal + Dice(anomalous, mask) + Dice(normal, 1 - mask)."""
-    total = masks.new_zeros(())
-    for probs in layer_probs:  # (B, 2, H, W)
-        total = total + focal_loss(probs, masks) + dice_loss(probs[:, 1], masks) + dice_loss(probs[:, 0], 1 - masks)
-    return total
+def segmentation_loss(anomalous: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Sum over layers of Focal + Dice(anomalous, mask) + Dice(normal, 1 - mask).
+
+    Args:
+        anomalous: (K, B, H, W) upsampled probabilities of the anomalous class, K layers.
+        masks: (B, H, W) binary ground truth.
+
+    Returns:
+        The sum over the K layers of each layer's loss (focal and Dice averaged over its images).
+    """
+    k, b, h, w = anomalous.shape
+    m = masks.to(anomalous.dtype)
+    focal = focal_loss(anomalous, m) * k  # each layer's pixel mean, summed over the layers
+    sp = anomalous.sum(dim=(-2, -1))  # (K, B)
+    sm = m.sum(dim=(-2, -1))  # (B,)
+    spm = (anomalous * m).sum(dim=(-2, -1))  # (K, B)
+    n = h * w  # float32 sums of n values: relative rounding ~1e-7, as the literal formulas' own
+    dice_a = 1 - (2 * spm + 1) / (sp + sm + 1)  # Dice(S[a], m)
+    dice_n = 1 - (2 * (n - sp - sm + spm) + 1) / ((n - sp) + (n - sm) + 1)  # Dice(1 - S[a], 1 - m)
+    return focal + (dice_a + dice_n).mean(dim=1).sum()
+
+
+def interpolation_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float32,
+                         device: torch.device | str | None = None) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-D linear interpolation, align_corners False (``F.interpolate``'s).
+
+    Built by interpolating the identity, so the source positions and weights are torch's own.
+    Bilinear upsampling of a (g, g) map is then ``W @ P @ W.T``: two small matrix products,
+    whose backward pass is two more (torch's bilinear backward kernel scatters pixel by pixel).
+    """
+    eye = torch.eye(n_in, dtype=dtype, device=device)[None]  # (1, n_in, n_in): row i = basis vector i
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T  # (n_out, n_in)
+
+
+def upsample_anomalous(layer_logits: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Per-layer (B, L, 2) patch logits -> (K, B, size, size) anomalous probabilities.
+
+    Softmax, then bilinear upsampling (align_corners False) of the anomalous channel only, all
+    layers at once as two matrix products (:func:`interpolation_matrix`): channel 1 of
+    :func:`tpslab.model.upsample_probs` for each layer, to float rounding.
+    """
+    logits = torch.stack(layer_logits)  # (K, B, L, 2)
+    k, b, length, _ = logits.shape
+    g = math.isqrt(length)
+    p = logits.softmax(dim=-1)[..., 1].reshape(k, b, g, g)  # (K, B, g, g)
+    w = interpolation_matrix(g, size, p.dtype, p.device)  # (S, g)
+    return w @ p @ w.T  # (K, B, S, S)
 
 
 def image_loss(image_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -79,8 +125,9 @@ def tps_loss(output: TPSOutput, masks: torch.Tensor, labels: torch.Tensor, has_m
     """Paper Eq. 11 for one batch: image cross-entropy plus, per layer, focal and Dice losses.
 
     The patch logits of every layer are turned into probabilities and upsampled to the
-    masks' size (:func:`tpslab.model.upsample_probs`). Images without a mask (``has_mask``
-    False: anomalous images whose mask is unknown) count for the image loss only.
+    masks' size (:func:`upsample_anomalous`, as :func:`tpslab.model.upsample_probs` does). Images
+    without a mask (``has_mask`` False: anomalous images whose mask is unknown) count for the
+    image loss only.
 
     Args:
         output: the model's :class:`tpslab.model.TPSOutput` for the batch.
@@ -95,9 +142,12 @@ def tps_loss(output: TPSOutput, masks: torch.Tensor, labels: torch.Tensor, has_m
     """
     l_img = image_loss(output.image_logits, labels)
     keep = has_mask.bool()
-    if keep.any():
-        probs = [upsample_probs(p[keep], masks.shape[-1]) for p in output.patch_logits]  # (B', 2, H, W) each
-        l_seg = layer_weight * segmentation_loss(probs, masks[keep])
+    if keep.all():
+        anomalous = upsample_anomalous(output.patch_logits, masks.shape[-1])  # (K, B, H, W)
+        l_seg = layer_weight * segmentation_loss(anomalous, masks)
+    elif keep.any():
+        anomalous = upsample_anomalous([p[keep] for p in output.patch_logits], masks.shape[-1])  # (K, B', H, W)
+        l_seg = layer_weight * segmentation_loss(anomalous, masks[keep])
     else:
         l_seg = masks.new_zeros(())
     return LossTerms(l_img + l_seg, l_img, l_seg)

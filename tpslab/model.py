@@ -191,9 +191,23 @@ class TPS(Detector):
         return self.backbone.encode_image(images, self.config.image_embedding)
 
     def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(global, shunt) text features, each (2, D): row 0 normal, row 1 anomalous."""
-        return (self.global_prompts(self.backbone, self.text_projection),
-                self.shunt_prompts(self.backbone, self.text_projection))
+        """(global, shunt) text features, each (2, D): row 0 normal, row 1 anomalous.
+
+        One pass of the text encoder over the four sentences (the two learners' deep prompts
+        given per sentence), once per forward: the prompts change at every optimiser step.
+        """
+        g, s = self.global_prompts, self.shunt_prompts
+        deep_g, deep_s = g.deep_prompts(), s.deep_prompts()
+        if len(deep_g) != len(deep_s) or any(a.shape[-2:] != b.shape[-2:] for a, b in zip(deep_g, deep_s)):
+            return g(self.backbone, self.text_projection), s(self.backbone, self.text_projection)
+
+        def per_sentence(p: torch.Tensor) -> torch.Tensor:  # (n, W) or (2, n, W) -> (2, n, W)
+            return p if p.ndim == 3 else p.unsqueeze(0).expand(2, -1, -1)
+
+        deep = [torch.cat([per_sentence(a), per_sentence(b)]) for a, b in zip(deep_g, deep_s)]  # (4, n, W) each
+        text = self.backbone.encode_text(torch.cat([g.embeddings(), s.embeddings()]), torch.cat([g.tokens, s.tokens]),
+                                         deep, self.text_projection)  # (4, D)
+        return text[:2], text[2:]
 
     def pathway_for(self, layer: int) -> Pathway | None:
         """The pathway of the ``layer``-th selected layer (0-based): its own, or the shared one; None without."""

@@ -25,7 +25,7 @@ from tpslab.backbone import ImageFeatures
 from tpslab.checkpoint import CHECKPOINT, data_record, load_state, read_checkpoint, save_checkpoint
 from tpslab.configs import NO_EFFECT_ON_RESULTS, TrainConfig
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.feature_cache import FeatureStore, encode_cached
+from tpslab.feature_cache import CacheRoomError, FeatureStore, encode_cached
 from tpslab.losses import LossTerms, tps_loss
 from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_write_text, resolve_device
@@ -79,7 +79,7 @@ class FeatureCache:
         """The cached samples in ``order``, ``batch_size`` at a time, moved to ``device``."""
         for start in range(0, len(order), batch_size):
             idx = torch.from_numpy(order[start:start + batch_size])
-            yield Batch(self.feats.index(idx).to(device), self.masks[idx].to(device),
+            yield Batch(self.feats.index(idx).to(device), self.masks[idx].to(device, torch.float32),
                         self.labels[idx].to(device), self.has_mask[idx].to(device))
 
 
@@ -173,7 +173,11 @@ def train(
     log(f"training: {shown_cfg}; {len(dataset)} images on {device}")
     model.train()
     store = FeatureStore(model, dtype=cfg.cache_dtype) if cfg.cache_features and cfg.disk_cache else None
-    cache = FeatureCache(model, dataset, cfg.batch_size, device, progress, store) if cfg.cache_features else None
+    try:
+        cache = FeatureCache(model, dataset, cfg.batch_size, device, progress, store) if cfg.cache_features else None
+    except CacheRoomError as err:  # before any training: the run goes on, encoding every step
+        log(f"{err}; training without the feature cache")
+        cache = store = None
     if store is not None:
         log(f"feature cache: {store.hits} images read, {store.misses} encoded (see `tpslab cache info`)")
     for epoch in range(start_epoch, cfg.epochs):

@@ -17,13 +17,14 @@ Large classes are split into groups (:func:`~tpslab.methods.musc_ops.deal_groups
 assignment is returned in ``Prediction.extras["groups"]``.
 
 Cost per class (one group of N images, L patches, C channels, |R| = 3 degrees, 4 blocks):
-time ``12 N^2 L^2 C`` multiply-adds for MSM (plus N forward passes of the backbone); memory
-``4 N L C`` tokens (2 bytes each under ``amp`` on CUDA, else 4), about ``3 N L C`` float32
-working copies for the current block and degree (LayerNorm, pooling, the LNAMD features), one
-MSM block of ``chunk`` distances and the ``N S^2`` maps. ViT-L at 518 px: L = 1369, C = 1024,
-so N = 200 costs 9.2e14 multiply-adds, 2.2 GB of fp16 tokens and ~3.4 GB of working copies.
-Measured on 2 CPU cores: ~11-17 GMAC/s, i.e. ~45 s per MSM call at N = 16 and a projected
-~1.5 h per call at N = 200 (``benchmarks/bench_musc.py``): paper scale is a GPU job.
+time ``12 N (N-1)/2 L^2 C`` multiply-adds for MSM (each unordered pair of images once; plus N
+forward passes of the backbone); memory ``4 N L C`` tokens (2 bytes each under ``amp`` on CUDA,
+else 4), about ``3 N L C`` float32 working copies for the current block and degree (LayerNorm,
+pooling, the LNAMD features), one MSM block of ``chunk`` distances, MSM's ``N L N`` nearest
+distances and the ``N S^2`` maps. ViT-L at 518 px: L = 1369, C = 1024, so N = 200 costs 4.6e14
+multiply-adds, 2.2 GB of fp16 tokens and ~3.4 GB of working copies. Measured on 2 busy CPU
+cores: 60-150 GMAC/s, i.e. ~3 s per MSM call at N = 16, ~1 min at N = 64 and a projected 6-9 min
+per call at N = 200 (``benchmarks/bench_musc.py``): paper scale is a GPU job.
 
 Scores: the maps are mean nearest-neighbour distances between unit vectors (in [0, 2]), not
 probabilities. The image scores are RsCIN's smoothed min-max-normalised maxima: in [0, 1] when

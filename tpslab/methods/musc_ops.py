@@ -20,9 +20,9 @@ written for tpslab; :mod:`tpslab.methods.musc` strings them together.
 * :func:`nearest_distances`: what MSM ranks, for a few images (the baseline notebook's figure).
 * :func:`deal_groups`: how a large class is split into groups (the reference's ``sub_datasets``).
 
-Cost of :func:`msm` on N images of L patches of C channels: about ``N^2 L^2 C`` multiply-adds
-(one Gram matrix of all N*L patches), memory ``N L C`` for the features plus one block of
-``chunk`` distances and ``rows x N`` running minima.
+Cost of :func:`msm` on N images of L patches of C channels: about ``N^2 L^2 C / 2`` multiply-adds
+(each unordered pair of images once, both directions from one block of distances), memory
+``N L C`` for the features, one block of ``chunk`` distances and the ``N L N`` nearest distances.
 """
 
 from __future__ import annotations
@@ -104,29 +104,44 @@ def _count(n_images: int, interval: tuple[float, float]) -> int:
     return min(hi, others) - lo
 
 
-def _shifted_d2(q: torch.Tensor, ref: torch.Tensor, sq_ref: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-    """``|b|^2 - 2 a.b`` for query rows a (R, C) and reference rows b (M, C) -> (R, M) in ``acc``.
+def _d2(q: torch.Tensor, ref: torch.Tensor, sq_q: torch.Tensor, sq_ref: torch.Tensor, acc: torch.dtype,
+        buf: torch.Tensor) -> torch.Tensor:
+    """Squared distances ``|a|^2 + |b|^2 - 2 a.b`` of rows a (R, C) and b (M, C) -> (R, M) in ``acc``.
 
-    The squared distance minus ``|a|^2``, which is constant along a row, so it is added after
-    the minimum. One fused ``addmm``; fp16/bf16 inputs on CUDA are multiplied with float32
-    accumulation and output (no half-precision rounding of the dot products).
+    One fused ``addmm`` into the front of ``buf`` (reused from block to block: a fresh 10-60 MB
+    block per call costs page faults on the CPU) and one in-place add; fp16/bf16 inputs on CUDA
+    are multiplied with float32 accumulation and output (no half-precision rounding of the dot
+    products). Not clamped at 0 (the minima are clamped afterwards).
     """
     if q.dtype != acc and q.is_cuda:
         try:
-            return torch.mm(q, ref.T, out_dtype=acc).mul_(-2).add_(sq_ref)
+            return torch.mm(q, ref.T, out_dtype=acc).mul_(-2).add_(sq_ref).add_(sq_q[:, None])
         except TypeError:  # torch without mm(out_dtype=): multiply in acc (no half-precision rounding either)
             pass
-    return torch.addmm(sq_ref[None, :], q.to(acc), ref.to(acc).T, alpha=-2)
+    out = buf[:q.shape[0] * ref.shape[0]].view(q.shape[0], ref.shape[0])  # (R, M)
+    return torch.addmm(sq_ref[None, :], q.to(acc), ref.to(acc).T, alpha=-2, out=out).add_(sq_q[:, None])
 
 
-def _nearest_blocks(
-    features: torch.Tensor, chunk: int, precision: str, query: Sequence[int] | None
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Distances from query patches to each image's nearest patch, one block of query rows at a time.
+def _runs(ids: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs ``[a, b)`` of sorted image indices (slices of the feature matrix, no copy)."""
+    runs: list[tuple[int, int]] = []
+    for j in ids:
+        if runs and runs[-1][1] == j:
+            runs[-1] = (runs[-1][0], j + 1)
+        else:
+            runs.append((j, j + 1))
+    return runs
 
-    Yields ``(r0, d)`` with ``d`` (R, N): rows ``r0 .. r0+R`` of the query patches (image-major),
-    ``d[p, j] = min_q |Z_p - Z_{j,q}|``, and ``inf`` where j is the patch's own image. See
-    :func:`msm` for the blocking and the arithmetic.
+
+def _nearest_all(features: torch.Tensor, chunk: int, precision: str, query: Sequence[int] | None) -> torch.Tensor:
+    """Distances from each query patch to every image's nearest patch, each unordered pair of images once.
+
+    Returns ``d`` (Q, L, N) in the accumulation dtype: ``d[a, p, j] = min_q |Z_{i_a,p} - Z_{j,q}|``
+    for the a-th query image i_a, ``inf`` where j is i_a itself. One block of squared distances
+    between images i and j gives i's nearest distances to j (its row minima) and j's to i (its
+    column minima), so a pair of query images is computed once, by the first of the two in
+    query order; a query image against a non-query image is computed once too (one direction
+    needed). See :func:`msm` for the blocking and the arithmetic.
     """
     n, length, c = features.shape
     if precision not in HALF_DTYPES:
@@ -137,25 +152,35 @@ def _nearest_blocks(
     if half is not None and z.is_cuda:
         z = z.to(half)
     sq = torch.linalg.vector_norm(z, dim=-1, dtype=acc).square_()  # (N*L,) squared norms, no (N*L, C) temporary
-    images = torch.arange(n, device=z.device) if query is None else torch.as_tensor(query, device=z.device)
-    owner = images.repeat_interleave(length)  # (Q*L,) image of each query patch
-    zq, sq_all = z, sq  # query patches (Q*L, C) and their squared norms
-    if query is not None:
-        zq, sq_all = z.view(n, length, c)[images].reshape(-1, c), sq.view(n, length)[images].reshape(-1)
-    total = zq.shape[0]
-    rows = min(total, max(1, math.isqrt(chunk)))
-    per_block = max(1, min(n, chunk // (rows * length)))  # reference images per block
-    for r0 in range(0, total, rows):
-        q, sq_q = zq[r0:r0 + rows], sq_all[r0:r0 + rows]  # (R, C), (R,)
-        mins = torch.empty(q.shape[0], n, dtype=acc, device=z.device)  # (R, N) running minima
-        for j0 in range(0, n, per_block):
-            j1 = min(n, j0 + per_block)
-            ref, sq_ref = z[j0 * length:j1 * length], sq[j0 * length:j1 * length]  # (J*L, C)
-            part = _shifted_d2(q, ref, sq_ref, acc)  # (R, J*L) squared distances minus |a|^2
-            mins[:, j0:j1] = part.view(q.shape[0], j1 - j0, length).amin(dim=-1)  # (R, J)
-        mins = mins.add_(sq_q[:, None]).clamp_min_(0).sqrt_()  # (R, N) nearest distances
-        mins[torch.arange(q.shape[0], device=z.device), owner[r0:r0 + rows]] = float("inf")  # drop j == i
-        yield r0, mins
+    images = list(range(n)) if query is None else [int(i) for i in query]
+    if len(set(images)) != len(images) or any(not 0 <= i < n for i in images):
+        raise TPSLabError(f"query must list distinct images in [0, {n}), got {list(images)}")
+    slot = {img: a for a, img in enumerate(images)}  # query image -> its row of the result
+    d = torch.full((len(images), length, n), float("inf"), dtype=acc, device=z.device)  # (Q, L, N)
+    rows = min(length, max(1, math.isqrt(chunk)))  # query patches per block
+    per_block = max(1, chunk // (rows * length))  # reference images per block
+    buf = torch.empty(rows * min(per_block, n) * length, dtype=acc, device=z.device)  # one block of distances
+    for a, i in enumerate(images):
+        zi, sqi = z[i * length:(i + 1) * length], sq[i * length:(i + 1) * length]  # (L, C), (L,)
+        others = [j for j in range(n) if j != i and slot.get(j, len(images)) > a]  # pairs not scored yet
+        for j0, j1 in (r for run in _runs(others) for r in _split(run, per_block)):
+            ref, sq_ref = z[j0 * length:j1 * length], sq[j0 * length:j1 * length]  # (J*L, C), (J*L,)
+            col = torch.full((j1 - j0, length), float("inf"), dtype=acc, device=z.device)  # (J, L) j's minima to i
+            for r0 in range(0, length, rows):
+                r1 = min(length, r0 + rows)
+                part = _d2(zi[r0:r1], ref, sqi[r0:r1], sq_ref, acc, buf).view(r1 - r0, j1 - j0, length)  # (R, J, L)
+                d[a, r0:r1, j0:j1] = part.amin(dim=-1)  # i's patches to each j's nearest patch
+                torch.minimum(col, part.amin(dim=0), out=col)  # each j's patches to i's nearest patch
+            for j in range(j0, j1):
+                if j in slot:
+                    d[slot[j], :, i] = col[j - j0]
+    return d.clamp_min_(0).sqrt_()
+
+
+def _split(run: tuple[int, int], size: int) -> Iterator[tuple[int, int]]:
+    """``[a, b)`` in pieces of at most ``size``."""
+    for s in range(run[0], run[1], size):
+        yield s, min(run[1], s + size)
 
 
 def nearest_distances(
@@ -172,9 +197,7 @@ def nearest_distances(
     Returns:
         (Q, L, N) distances; ``inf`` at each image's own column.
     """
-    n, length, _ = features.shape
-    blocks = [d for _, d in _nearest_blocks(features, chunk, precision, query)]
-    return torch.cat(blocks).view(len(query), length, n)
+    return _nearest_all(features, chunk, precision, query)
 
 
 def msm(
@@ -190,15 +213,18 @@ def msm(
     each other image j, the distance to j's nearest patch; then the mean of those N-1 values at
     sorted ranks ``[k0, k1)`` (:func:`msm_ranks`; the smallest 30% by default).
 
-    Memory-bounded: the N*L x N*L distance matrix is never formed. Query patches go in blocks
-    of ``rows`` (all images mixed), reference images in blocks of ``J`` images, with
-    ``rows * J * L <= chunk``; each block keeps only its minimum over the reference image's
-    patches. Squared distances use ``|a|^2 + |b|^2 - 2 a.b`` (as ``torch.cdist`` does for large
-    inputs; ``|a|^2`` added after the minimum), clamped at 0; the square root is taken last.
+    Each unordered pair of images is computed once: one block of squared distances between
+    image i's patches and image j's gives i's nearest distances to j (row minima) and j's to i
+    (column minima); an image is never compared with itself. Memory-bounded: the N*L x N*L
+    distance matrix is never formed. Image i's patches go in blocks of ``rows`` against blocks
+    of ``J`` later images, ``rows * J * L <= chunk``, and only the minima are kept. Squared
+    distances use ``|a|^2 + |b|^2 - 2 a.b`` (as ``torch.cdist`` does for large inputs), the
+    minima are clamped at 0 and their square root is taken last.
 
-    Time: ``N^2 L^2 C`` multiply-adds (the image itself included, then masked). Memory:
-    ``N L C`` features, ``chunk`` distances and ``rows x N`` minima, ``rows = min(N L, sqrt(chunk))``.
-    At N = 200, L = 1369, C = 1024 that is 7.7e13 multiply-adds per layer and degree.
+    Time: ``N (N - 1) / 2 * L^2 C`` multiply-adds, half the reference's ``N (N - 1) L^2 C``.
+    At N = 200, L = 1369, C = 1024 that is 3.8e13 per layer and degree. Memory: ``N L C``
+    features, ``chunk`` distances and the ``N x L x N`` nearest distances (N/C of the
+    features' size; 220 MB at that size).
 
     Args:
         features: (N, L, C) unit-length patch features of one layer and degree (:func:`lnamd`).
@@ -213,15 +239,12 @@ def msm(
         (N, L) scores (or (len(query), L)) in the accumulation dtype (float64 for float64
         input, else float32).
     """
-    n, length, _ = features.shape
-    k0, k1 = msm_ranks(n, interval)
-    acc = torch.float64 if features.dtype == torch.float64 else torch.float32
-    total = length * (n if query is None else len(query))
-    scores = torch.empty(total, dtype=acc, device=features.device)
-    for r0, mins in _nearest_blocks(features, chunk, precision, query):  # mins (R, N)
-        vals = mins.topk(k1, dim=1, largest=False, sorted=True).values[:, k0:k1]  # (R, k1-k0)
-        scores[r0:r0 + mins.shape[0]] = vals.mean(dim=1)
-    return scores.view(-1, length)
+    k0, k1 = msm_ranks(features.shape[0], interval)
+    d = _nearest_all(features, chunk, precision, query)  # (Q, L, N), inf at each image's own column
+    scores = torch.empty(d.shape[:2], dtype=d.dtype, device=d.device)  # (Q, L)
+    for a in range(d.shape[0]):  # one image at a time: the top-k temporary stays (L, k1)
+        scores[a] = d[a].topk(k1, dim=1, largest=False, sorted=True).values[:, k0:k1].mean(dim=1)
+    return scores
 
 
 def rscin(scores: torch.Tensor, embeddings: torch.Tensor, k_list: Sequence[int] = (1, 2, 3)) -> torch.Tensor:
