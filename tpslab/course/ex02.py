@@ -47,7 +47,7 @@ def focal(fn: Callable[..., Any], hidden: bool) -> int:
     cases = _cases(hidden)
     for probs, masks in cases:
         pt = probs.gather(1, masks.long()[:, None])[:, 0]  # (B, H, W): probability of the true class
-        expect(fn(probs.clone(), masks.clone(), 2.0), focal_loss(probs, masks, 2.0), {
+        expect(fn(probs.clone(), masks.clone(), 2.0), focal_loss(probs[:, 1], masks, 2.0), {
             "that is the cross-entropy: multiply each pixel's -log(pt) by (1 - pt) ** gamma":
                 lambda pt=pt: -pt.log().mean(),
             "pt is the probability of the *true* class (channel target), not of channel 1":
