@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tpslab)" > /dev/null
 	@touch $(STAMP)
 
+# A second `make demo` is refused (a finished run is never replaced silently):
+# `make demo DEMO_ARGS=--resume` continues or reuses it, `DEMO_ARGS=--force` starts again.
+DEMO_ARGS ?=
 demo: install
-	$(PY) -m tpslab demo --profile $(PROFILE)
+	$(PY) -m tpslab demo --profile $(PROFILE) $(DEMO_ARGS)
 
 test: install unit nbval
 
