@@ -6,15 +6,31 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small clean
+.PHONY: install lock nbval-portable demo test unit nbval reproduce compare notebooks lint bench gpu-check-small clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+EXTRAS := test,notebooks,medical,cluster
+LOCK   := requirements/lock.txt
+
+# Exact versions of every dependency (transitive ones too) from the committed lock, used as pip constraints.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,notebooks,medical,cluster]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e ".[$(EXTRAS)]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tpslab)" > /dev/null
 	@touch $(STAMP)
+
+# Rebuild the lock in a throw-away venv: the project's extras installed within the current pins (a new
+# dependency gets today's version), or with UPGRADE=1 from scratch at the newest versions the index serves;
+# then environment.yml is regenerated from it. Run make test afterwards.
+LOCK_VENV ?= .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && python3 -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check $(if $(UPGRADE),,-c $(LOCK)) -e ".[$(EXTRAS)]"
+	{ sed -n '/^#/p' $(LOCK); $(LOCK_VENV)/bin/pip freeze --exclude-editable --disable-pip-version-check \
+		| grep -viE '^tpslab[=@ ]' | LC_ALL=C sort -f; } > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	$(LOCK_VENV)/bin/python -m tpslab.lockfile environment && $(LOCK_VENV)/bin/python -m tpslab.lockfile check
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(PY) -m tpslab demo --profile $(PROFILE)
