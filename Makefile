@@ -58,9 +58,28 @@ JOBS ?= 2
 compare: install
 	$(PY) -m tpslab compare --profile $(PROFILE) --executor $(EXECUTOR) --jobs $(JOBS)
 
-# Rebuild notebooks/*.ipynb from the .py files and execute them with smoke (what nbval compares).
+# Rebuild notebooks/*.ipynb from the .py files and execute them with smoke (what nbval compares), then
+# check them with the generic kernels (nbval-portable); if that fails the old outputs are restored.
+NB_BACKUP ?= $(CURDIR)/.notebooks-backup
 notebooks: install
+	rm -rf $(NB_BACKUP) && mkdir -p $(NB_BACKUP) && cp notebooks/*.ipynb $(NB_BACKUP)/
 	$(PY) -m tpslab.reproduce sync
+	@$(MAKE) --no-print-directory nbval-portable || { cp $(NB_BACKUP)/*.ipynb notebooks/; \
+		echo "refused: the generic kernels (ATEN_CPU_CAPABILITY=default) do not reproduce the new outputs;" \
+		"the old notebooks are restored" >&2; exit 1; }
+	rm -rf $(NB_BACKUP)
+
+# The notebooks that train (02-04, after 00-01 which prepare their data) again under nbval, with PyTorch's
+# generic CPU kernels instead of the native vector ones, in their own scratch folder: a stored output that
+# only one kind of CPU reproduces fails here (CI runs it after make test).
+PORTABLE_DIR ?= $(CURDIR)/.nbval-portable-run
+PORTABLE_NOTEBOOKS ?= 00_quickstart.ipynb 01_data_prep.ipynb 02_train.ipynb 03_evaluate.ipynb 04_ablations.ipynb
+nbval-portable: install
+	rm -rf $(PORTABLE_DIR)
+	cd notebooks && ATEN_CPU_CAPABILITY=default TPSLAB_RESULTS=$(PORTABLE_DIR)/results \
+		TPSLAB_DATA=$(PORTABLE_DIR)/data TPSLAB_CACHE=$(PORTABLE_DIR)/cache \
+		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
+		--nbval-kernel-name python3 -p no:cacheprovider $(PORTABLE_NOTEBOOKS)
 
 # Every benchmarks/bench_*.py at its --quick size (CSVs under results/benchmarks/), then one figure of them.
 # Under 10 minutes on a 2-core CPU; drop --quick in a script's own command line for the full sizes.
@@ -79,4 +98,4 @@ lint: install
 	$(VENV)/bin/ruff check tpslab tests
 
 clean:
-	rm -rf $(NBVAL_DIR) $(GPU_CHECK_DIR) .pytest_cache
+	rm -rf $(NBVAL_DIR) $(GPU_CHECK_DIR) $(PORTABLE_DIR) $(NB_BACKUP) .lock-venv .pytest_cache
