@@ -62,16 +62,19 @@ compare: install
 # check them with the generic kernels (nbval-portable); if that fails the old outputs are restored.
 NB_BACKUP ?= $(CURDIR)/.notebooks-backup
 notebooks: install
-	rm -rf $(NB_BACKUP) && mkdir -p $(NB_BACKUP) && cp notebooks/*.ipynb $(NB_BACKUP)/
+	rm -rf $(NB_BACKUP) && mkdir -p $(NB_BACKUP) && cp notebooks/*.ipynb tests/notebook_numbers.csv $(NB_BACKUP)/
 	$(PY) -m tpslab.reproduce sync
+	$(PY) -m tpslab.portable record results/smoke
 	@$(MAKE) --no-print-directory nbval-portable || { cp $(NB_BACKUP)/*.ipynb notebooks/; \
+		cp $(NB_BACKUP)/notebook_numbers.csv tests/; \
 		echo "refused: the generic kernels (ATEN_CPU_CAPABILITY=default) do not reproduce the new outputs;" \
 		"the old notebooks are restored" >&2; exit 1; }
 	rm -rf $(NB_BACKUP)
 
 # The notebooks that train (02-04, after 00-01 which prepare their data) again under nbval, with PyTorch's
 # generic CPU kernels instead of the native vector ones, in their own scratch folder: a stored output that
-# only one kind of CPU reproduces fails here (CI runs it after make test).
+# only one kind of CPU reproduces fails here (CI runs it after make test). The trained numbers, which nbval
+# does not compare, are then checked against tests/notebook_numbers.csv within tpslab.portable's tolerances.
 PORTABLE_DIR ?= $(CURDIR)/.nbval-portable-run
 PORTABLE_NOTEBOOKS ?= 00_quickstart.ipynb 01_data_prep.ipynb 02_train.ipynb 03_evaluate.ipynb 04_ablations.ipynb
 nbval-portable: install
@@ -80,6 +83,7 @@ nbval-portable: install
 		TPSLAB_DATA=$(PORTABLE_DIR)/data TPSLAB_CACHE=$(PORTABLE_DIR)/cache \
 		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
 		--nbval-kernel-name python3 -p no:cacheprovider $(PORTABLE_NOTEBOOKS)
+	ATEN_CPU_CAPABILITY=default $(PY) -m tpslab.portable check $(PORTABLE_DIR)/results/smoke --notebooks 02 03 04
 
 # Every benchmarks/bench_*.py at its --quick size (CSVs under results/benchmarks/), then one figure of them.
 # Under 10 minutes on a 2-core CPU; drop --quick in a script's own command line for the full sizes.
