@@ -66,3 +66,11 @@ def test_empty_results_are_an_error(tmp_path):
         portable.collect(tmp_path)
     with pytest.raises(TPSLabError, match="no results folder"):
         portable.collect(tmp_path / "absent")
+
+
+def test_ci_runs_the_portable_notebooks_after_the_tests():
+    ci = (portable.ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "make nbval-portable" in ci
+    assert ci.index("make nbval-portable") > ci.index("make test")
+    makefile = (portable.ROOT / "Makefile").read_text()
+    assert "ATEN_CPU_CAPABILITY=default" in makefile and "tpslab.portable check" in makefile
