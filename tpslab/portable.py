@@ -23,9 +23,10 @@ NUMBERS = ROOT / "tests" / "notebook_numbers.csv"
 
 # Absolute tolerance per group. "loss": the last epoch's losses; "percent": metrics in percent of the
 # tables computed from trained models; "exact": integer columns (counts), which must not move at all.
-# Budget: the cross-machine differences seen so far (loss 0.014, AUPRO 0.5 points; tests/README.md)
-# with a margin of about three.
-TOLERANCES = {"loss": 0.05, "percent": 1.5, "exact": 0.0}
+# Budget (tests/README.md): native (AVX-512) vs generic kernels moved the losses by at most 0.0036 (0.014
+# between two machines in issue 16) and a per-class metric by at most 1.96 points (pixel AUPRO; class means
+# 0.90): tolerances 0.02 and 3.0.
+TOLERANCES = {"loss": 0.02, "percent": 3.0, "exact": 0.0}
 LOSS_COLUMNS = ("loss", "image_loss", "seg_loss")
 # Tables of the notebooks whose numbers come from trained models (01's counts are checked by nbval).
 TRAINED_TABLE_PREFIXES = ("03_", "04_", "05_", "06_")
