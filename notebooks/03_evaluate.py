@@ -78,7 +78,6 @@ lab.save_table(metrics, "03_metrics", "All per-class metrics (percent); run = th
 # Rounded to one decimal as in the paper; the `mean` row is the data set's figure.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 columns = ["class", "images", "anomalous", "image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"]
 for (dataset, run), part in metrics.groupby(["dataset", "run"], sort=False):
     print(f"== {dataset}, model {run}")
@@ -112,7 +111,6 @@ for dataset in dict.fromkeys(d for d, _ in plan):
 # map's peak per layer (low = a false alarm).
 
 # %%
-# NBVAL_CHECK_OUTPUT
 for (dataset, run), found in cases.items():
     for kind, chosen in found.items():
         print(f"{dataset} {kind}: " + ", ".join(f"{it['cls_name']} {it['quality']:.2f}" for it in chosen.items))

@@ -76,7 +76,6 @@ for name, settings in rows.items():
 # The data-set figures (mean over classes, percent):
 
 # %%
-# NBVAL_CHECK_OUTPUT
 scores = pd.concat([lab.evaluate(model, d).assign(row=name) for name, model in models.items() for d in ablation.test])
 table = scores[scores["class"] == "mean"][["row", "dataset", *METRIC_COLUMNS]].reset_index(drop=True)
 tpslab.lab.show_table(table)
@@ -109,6 +108,8 @@ lab.save_figure(fig, "04_ablation")
 paper, code = (TPSConfig.from_dict({**lab.profile.model, **rows[r]}).to_dict() for r in ("A2 (TPS)", "authors' code"))
 diff = pd.DataFrame({"paper": paper, "authors' code": code}).loc[[k for k in paper if paper[k] != code[k]]]
 print(diff.to_string())
+
+# %%
 print(table[table["row"].isin(["A2 (TPS)", "authors' code"])].round(1).to_string(index=False))
 
 # %% [markdown]

@@ -109,7 +109,6 @@ lab.save_figure(fig, "05_layers")
 # pathway and their mean direction (without the pathway it is 1: the same direction for all).
 
 # %%
-# NBVAL_CHECK_OUTPUT
 summary = layer_summary(expl, batch.masks, layers)
 print(summary.round(2).to_string(index=False))
 lab.save_table(summary, "05_layers", f"Per layer, {n} held-out images: read-outs, attention, agreement")
@@ -152,7 +151,6 @@ lab.save_figure(fig, "05_attention")
 # held-out pixel AUROC is what judging each patch against the rest of its image is worth.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 ablation_file = lab.out / "tables" / "04_ablation.csv"
 if ablation_file.is_file():
     ab = pd.read_csv(ablation_file).set_index("row")
