@@ -44,12 +44,15 @@ unit: install
 	$(PY) -m pytest tests
 
 # Re-executes every notebook with its default (smoke) parameters and compares the cells marked
-# NBVAL_CHECK_OUTPUT with the outputs stored in the committed .ipynb; results go to a scratch folder.
+# NBVAL_CHECK_OUTPUT with the outputs stored in the committed .ipynb; results go to a scratch folder. The
+# trained numbers (not nbval-checked: their last digits depend on the CPU) are then compared with
+# tests/notebook_numbers.csv within tpslab.portable's tolerances.
 nbval: install
 	rm -rf $(NBVAL_DIR)
 	cd notebooks && TPSLAB_RESULTS=$(NBVAL_DIR)/results TPSLAB_DATA=$(NBVAL_DIR)/data TPSLAB_CACHE=$(NBVAL_DIR)/cache \
 		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
 		--nbval-kernel-name python3 -p no:cacheprovider .
+	$(PY) -m tpslab.portable check $(NBVAL_DIR)/results/smoke
 
 reproduce: install
 	$(PY) -m tpslab reproduce --profile $(PROFILE)

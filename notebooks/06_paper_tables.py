@@ -89,7 +89,7 @@ for name, p in compare.protocols(prof).items():
 # Printed here: the rows this profile ran (all rows are in `compare/tables/table1_reference.md`).
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
 table1 = result.tables["table1_reference"]
 print(compare_tables.rows_run(table1).to_string(index=False))
 
@@ -97,7 +97,7 @@ print(compare_tables.rows_run(table1).to_string(index=False))
 # Every number with its interval, from the long table (`table1_reference_long.csv`):
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
 long1 = result.tables["table1_reference_long"]
 print(long1[["dataset", "method", "metric", "ours", "ci_low", "ci_high", "published"]].round(1).to_string(index=False))
 
@@ -114,7 +114,7 @@ lab.save_figure(result.figures["table1_reference"], "06_table1")
 # ## 4. Table 2: zero-shot segmentation (pixel AUROC, AUPRO)
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
 table2 = result.tables["table2_reference"]
 print(compare_tables.rows_run(table2).to_string(index=False))
 long2 = result.tables["table2_reference_long"]
@@ -137,7 +137,7 @@ lab.save_figure(result.figures["table2_reference"], "06_table2")
 # upsampled to 518.
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
 both = summary[~summary["ablation"]].pivot_table(index=["dataset", "entry", "metric"], columns="protocol",
                                                  values="mean").round(1)
 print(both.to_string())
@@ -150,7 +150,7 @@ print(both.to_string())
 # ISIC (segmentation). Only the `paper` profile trains the medical models.
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
 print(result.tables["table3_reference"].to_string(index=False))
 
 # %% [markdown]
@@ -161,7 +161,7 @@ print(result.tables["table3_reference"].to_string(index=False))
 # words without pathway, A2 = TPS, and the steps between), trained as notebook 04 trains it.
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
 figure3 = result.tables.get("figure3_reference")
 if figure3 is not None:
     print(figure3.pivot_table(index=["dataset", "row"], columns="metric", values="mean").round(1).to_string())

@@ -44,22 +44,31 @@ def collect(results: Path) -> pd.DataFrame:
     for csv in sorted(results.glob("tables/*.csv")):
         if csv.stem.startswith(TRAINED_TABLE_PREFIXES):
             rows += _table_numbers(csv)
+    summary = results / "compare" / "tables" / "summary.csv"  # notebook 06's comparison, every number of it
+    if summary.is_file():
+        rows += _table_numbers(summary, name="06_compare_summary")
     if not rows:
         raise TPSLabError(f"no trained numbers under {results} (run notebooks 02-04 first)")
     return pd.DataFrame(rows, columns=["key", "group", "value"])
 
 
-def _table_numbers(csv: Path) -> list[tuple[str, str, float]]:
-    """One (key, group, value) per numeric cell of a table; the key names the row by its text columns."""
+def _table_numbers(csv: Path, name: str | None = None) -> list[tuple[str, str, float]]:
+    """One (key, group, value) per numeric cell of a table; the key names the row by its text columns.
+
+    Empty cells (a std over one replicate, a metric a method does not report) are left out.
+    """
     table = pd.read_csv(csv)
     numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
     labels = [c for c in table.columns if c not in numeric]
     rows = []
+    stem = name or csv.stem
     for index, row in table.iterrows():
-        name = "/".join(str(row[c]) for c in labels) or str(index)
+        label = "/".join(str(row[c]) for c in labels) or str(index)
         for col in numeric:
+            if pd.isna(row[col]):
+                continue
             group = "exact" if pd.api.types.is_integer_dtype(table[col]) else "percent"
-            rows.append((f"tables/{csv.stem}/{name}/{col}", group, float(row[col])))
+            rows.append((f"tables/{stem}/{label}/{col}", group, float(row[col])))
     return rows
 
 
