@@ -179,7 +179,7 @@ if "figure3_reference" in result.figures:
 # ## 8. Published cells that trace to no source
 #
 # TPS reprints the baselines' numbers without saying where each comes from; traced against
-# AnomalyCLIP's, WinCLIP's and MuSc's papers (`shared/spec/baselines.md` section 5):
+# AnomalyCLIP's, WinCLIP's and MuSc's papers (`docs/baselines.md#section-5`):
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -16,7 +16,7 @@
 # mean, AnomalyCLIP's DPAM (V-V attention in place of CLIP's q-k attention for the patch
 # tokens) and MuSc's mutual scoring (each patch against the other test images of its class).
 # Each is in `tpslab.methods`, made precise from its reference code
-# (`shared/spec/baselines.md`); notebook 03 scores them all on the test data.
+# (`docs/baselines.md`); notebook 06 scores them all on the test data.
 #
 # **What random weights can and cannot show.** On `smoke` CLIP is a tiny model with *random*
 # weights. The figures show the mechanics (which sentences, which windows, which attention,
@@ -138,9 +138,11 @@ att = attention_weights(anomalyclip.backbone, one.images.to(lab.device), block)
 print(f"block {block}, patch {patch}:", attention_summary(att, patch))
 
 # %% [markdown]
-# **What to see:** with q-k attention the defect patch spreads its weight over the whole grid;
-# with V-V attention most of it stays on the patch itself and its neighbours (compare the
-# `self` weights printed above). Then AnomalyCLIP's maps after training, as evaluated.
+# **What to see:** with q-k attention the defect patch spreads its weight over the whole grid,
+# its weight on itself (`qk_self`) about the uniform share $1/(N+1)$ of a grid of $N$ patches
+# plus the class token; with V-V attention its weight on itself (`vv_self`) is several times
+# that share. Most of the weight still lies elsewhere: V-V attention gives the patch itself a
+# relative peak, which keeps its token closer to its own content, not a majority of the weight. Then AnomalyCLIP's maps after training, as evaluated.
 
 # %%
 lab.save_figure(plot_attention(one.images[0], att, patch, block, anomalyclip.backbone.mean_std, lab.label),

@@ -11,7 +11,7 @@ from tpslab.utils import TPSLabError
 
 @pytest.fixture(scope="module")
 def ref24():
-    """The 24-block test architecture of the baselines spec (section 7), random weights, QuickGELU."""
+    """The 24-block test architecture of docs/baselines.md#section-7, random weights, QuickGELU."""
     return build_backbone("tpslab-ref24", None, seed=0, quick_gelu=True)
 
 
@@ -92,7 +92,7 @@ def _vv_per_head(block, u):
 
 
 def test_vv_stream_against_a_per_head_loop(ref24, images):
-    """Spec section 3's closed form: z_6 = h_5 + VV(ln_1(h_5)); z_k = z_(k-1) + VV(ln_1(h_(k-1))), no MLP."""
+    """docs/baselines.md#section-3's closed form: z_6 = h_5 + VV(ln_1(h_5)); z_k = z_(k-1) + VV(ln_1(h_(k-1))), no MLP."""
     visual = ref24.clip.visual
     feats = ref24.encode_image_vv(images, out_blocks=(12, 24))  # start: block 6 of 24 by default
     with torch.no_grad():

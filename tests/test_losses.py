@@ -1,4 +1,4 @@
-"""tpslab.losses: focal and dice as the spec states them, and equal to the literal (slow) version."""
+"""tpslab.losses: focal and dice as the paper states them (Eq. 11), and equal to the literal (slow) version."""
 
 from __future__ import annotations
 

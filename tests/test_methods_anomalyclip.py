@@ -1,4 +1,4 @@
-"""tpslab.methods.anomalyclip: AnomalyCLIP on TPS's prompt learner, losses and DPAM features (spec section 3)."""
+"""tpslab.methods.anomalyclip: AnomalyCLIP on TPS's prompt learner, losses and DPAM features (docs/baselines.md#section-3)."""
 
 from __future__ import annotations
 

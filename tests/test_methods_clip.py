@@ -1,4 +1,4 @@
-"""tpslab.methods.clip: the zero-shot CLIP baseline (baselines spec section 1, decision 8.1)."""
+"""tpslab.methods.clip: the zero-shot CLIP baseline (docs/baselines.md#section-1, #decision-8-1)."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def reference_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float) -> fl
 
 def reference_cal_pro_score(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3, steps: int = 200,
                             at_most: int | None = None) -> float:
-    """Slow AUPRO of the reference code's definition (spec section 6), one threshold at a time.
+    """Slow AUPRO of the reference code's definition (docs/baselines.md#section-6), one threshold at a time.
 
     Thresholds ``np.arange(min, max, (max - min) / steps)``, ``map > t``, regions from
     ``skimage.measure.label`` (default connectivity), FPR over all normal pixels, points with

@@ -1,4 +1,4 @@
-"""Provenance of the published baseline cells (baselines spec section 5)."""
+"""Provenance of the published baseline cells (docs/baselines.md#section-5)."""
 
 from __future__ import annotations
 

@@ -170,7 +170,7 @@ class Backbone(nn.Module):
     @torch.no_grad()
     def encode_image_vv(self, images: torch.Tensor, start_block: int | None = None,
                         out_blocks: tuple[int, ...] | None = None, embedding: str = "authors") -> ImageFeatures:
-        """Image embedding and projected patch tokens of AnomalyCLIP's V-V stream (DPAM, baselines spec section 3).
+        """Image embedding and projected patch tokens of AnomalyCLIP's V-V stream (DPAM, docs/baselines.md#section-3).
 
         CLIP's own q-k stream ``h`` is untouched; a second stream ``z`` runs beside it from
         ``start_block`` on, never passes an MLP, and adds V-V attention of ``h``'s input::

@@ -1,7 +1,7 @@
 """``tpslab compare``: every column of Tables 1-3 and Figure 3, from stored predictions, with intervals.
 
 The grid (:mod:`tpslab.grid`) stores each run's predictions once (:mod:`tpslab.predictions`);
-everything here is computed from those files, under two evaluation protocols (spec decision 8.5):
+everything here is computed from those files, under two evaluation protocols (docs/baselines.md#decision-8-5):
 
 * ``reference``: each method as its reference code evaluates it: its own input size and map
   smoothing, its own mask rule, the profile's ``evaluate.aupro_method`` (the paper's layout);

@@ -1,4 +1,4 @@
-"""Losses of TPS as the spec states them; :func:`tps_loss` is the total the training minimises.
+"""Losses of TPS as the paper states them (Eq. 11); :func:`tps_loss` is the total the training minimises.
 
 ``L = CE(image_logits, y) + sum_i [ Focal(S_i, mask) + Dice(S_i[a], mask) + Dice(S_i[n], 1 - mask) ]``
 

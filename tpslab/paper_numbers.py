@@ -1,7 +1,7 @@
 """The published numbers of TPS, typed in as data (never computed here).
 
 Source: Ma, Xie, Ye, Li, Fang, "Aligning and Prompting Anything for Zero-Shot Generalized
-Anomaly Detection", AAAI 2025 (``/work/shared/paper/tps-aaai2025.md`` in this project):
+Anomaly Detection", AAAI 2025:
 Tables 1, 2 and 3, as printed (percent, one decimal). Each entry is a pair:
 
 * Table 1 (classification): (image AUROC, image AP);
@@ -87,7 +87,7 @@ TABLE3 = {
 
 # ----------------------------------------------------------------------------- where each baseline cell comes from
 # TPS reprints the four baselines' numbers without saying where each comes from. Traced in
-# shared/spec/baselines.md section 5 against AnomalyCLIP's Tables 1-2 (Zhou et al., ICLR 2024,
+# docs/baselines.md#section-5 against AnomalyCLIP's Tables 1-2 (Zhou et al., ICLR 2024,
 # README images of 2023-11-24), the WinCLIP paper (Jeong et al., CVPR 2023), the MuSc paper
 # (Li et al., ICLR 2024) and MuSc's README; what matches none of them is TPS's own run, or
 # traces to no source at all.

@@ -1,4 +1,4 @@
-"""AnomalyCLIP (Zhou et al., ICLR 2024): object-agnostic prompts + DPAM (baselines spec section 3, decision 8.3).
+"""AnomalyCLIP (Zhou et al., ICLR 2024): object-agnostic prompts + DPAM (docs/baselines.md#section-3, #decision-8-3).
 
 AnomalyCLIP is TPS without shunt prompts and pathway, plus DPAM; it shares TPS's parts:
 

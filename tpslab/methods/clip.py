@@ -1,9 +1,9 @@
-"""CLIP, zero-shot: the plain baseline of the paper's Tables 1-2 (baselines spec section 1, decision 8.1).
+"""CLIP, zero-shot: the plain baseline of the paper's Tables 1-2 (docs/baselines.md#section-1, #decision-8-1).
 
 **No reference code exists** for this column: AnomalyCLIP's tables (which TPS reprints)
 describe it in one appendix sentence, and its maintainer confirmed the setting (issue
 zqhang/AnomalyCLIP#25): the same ViT-L/14@336 backbone, two single prompts, no change to the
-vision side. What tpslab chose (decision 8.1):
+vision side. What tpslab chose (docs/baselines.md#decision-8-1):
 
 * two sentences per class, :data:`TEMPLATES`, the class word being the data set's class
   name with ``_`` -> space (``metal_nut`` -> ``a photo of a normal metal nut.``);
@@ -101,7 +101,7 @@ class CLIPDetector(Detector):
     def protocol(self) -> EvalProtocol:
         """Sigma 4 at 518 px (scaled), as AnomalyCLIP's pipeline smooths every map."""
         return EvalProtocol(self.image_size, scaled_sigma(self.settings.sigma, self.image_size),
-                            "AnomalyCLIP test.py (sigma 4 at 518); tpslab decision 8.1")
+                            "AnomalyCLIP test.py (sigma 4 at 518); docs/baselines.md#decision-8-1")
 
     def text_features(self, class_name: str) -> torch.Tensor:
         """(2, D) L2-normalised features of :func:`sentences`, row 0 normal (cached per class)."""

@@ -64,7 +64,7 @@ POS_RESIZE = ("bicubic", "open_clip", "bilinear")
 
 @dataclass
 class Settings(SettingsDict):
-    """Everything that defines a MuSc run (decision 8.4: defaults = the reference at 518 px)."""
+    """Everything that defines a MuSc run (docs/baselines.md#decision-8-4: defaults = the reference at 518 px)."""
 
     SECTION = "musc"
 

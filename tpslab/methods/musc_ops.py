@@ -291,7 +291,7 @@ def rscin(scores: torch.Tensor, embeddings: torch.Tensor, k_list: Sequence[int] 
 
 
 def auto_group_size(n_images: int, group_size: int | None, large: int = 1000, default: int = 200) -> int:
-    """The group size used for a class of ``n_images`` (tpslab decision 8.4).
+    """The group size used for a class of ``n_images`` (docs/baselines.md#decision-8-4).
 
     ``None`` means the whole class, unless it has more than ``large`` images: then groups of
     ``default``. An explicit ``group_size`` is used as given.

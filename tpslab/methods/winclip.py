@@ -14,7 +14,7 @@ normal prompt t_n and the mean anomalous prompt t_a (:mod:`tpslab.methods.wincli
   (:func:`harmonic_mean`, anomalib ``torch_model.py:333-340``, zqhang ``:434``), bilinear to the
   input size (anomalib ``:306-310``); no smoothing.
 
-Spec: ``shared/spec/baselines.md`` section 2 and decision 8.2. No official code exists; anomalib's
+Spec: ``docs/baselines.md`` section 2 and decision 8.2 (``#decision-8-2``). No official code exists; anomalib's
 ``WinClipModel`` is the reference, and this module equals it on identical weights (checked to
 1e-4 on the tiny backbone in a separate environment; see the issue).
 
@@ -177,7 +177,7 @@ class WinCLIP(Detector):
     @property
     def protocol(self) -> EvalProtocol:
         """Maps at the input size, no smoothing (anomalib ``torch_model.py:306-310``; zqhang ``:446``)."""
-        return EvalProtocol(self.image_size, 0.0, "anomalib torch_model.py:306-310; tpslab decision 8.2")
+        return EvalProtocol(self.image_size, 0.0, "anomalib torch_model.py:306-310; docs/baselines.md#decision-8-2")
 
     def windows(self, size: int) -> torch.Tensor:
         """(n_win, size*size) patch indices of the windows of one scale."""

@@ -4,7 +4,7 @@ A prompt is ``template.format(state.format(word))``: 7 normal and 4 anomalous *s
 object word, times a list of *templates* (Jeong et al., CVPR 2023, Sec. 4.1 "compositional
 prompt ensemble"). The states are the same in all three references (anomalib
 ``prompting.py:26-41``, zqhang's reproduction ``reproduce_WinCLIP.py:109-124``, mala-lab
-``main.py:22-26``). The templates are not (spec ``baselines.md`` section 2):
+``main.py:22-26``). The templates are not (``docs/baselines.md#section-2``):
 
 * ``"anomalib21"`` (default): anomalib ``prompting.py:43-65`` = zqhang ``:126-148``, 21 entries with
   ``a jpeg corrupted photo of the {}.`` twice. It is the list behind the WinCLIP numbers that
