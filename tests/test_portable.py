@@ -28,7 +28,8 @@ def test_collect_reads_last_epoch_and_trained_tables_only(tmp_path):
     assert "train/main/seconds" not in values
     assert values["tables/03_heldout_main/mean/pixel_auroc"] == pytest.approx(95.61)
     assert groups["tables/03_heldout_main/brick/images"] == "exact"
-    assert groups["tables/03_heldout_main/brick/pixel_auroc"] == "percent"
+    assert groups["tables/03_heldout_main/brick/pixel_auroc"] == "class"
+    assert groups["tables/03_heldout_main/mean/pixel_auroc"] == "percent"
     assert not any(key.startswith("tables/01_") for key in values)
 
 

@@ -26,7 +26,10 @@ NUMBERS = ROOT / "tests" / "notebook_numbers.csv"
 # Budget (tests/README.md): native (AVX-512) vs generic kernels moved the losses by at most 0.0036 (0.014
 # between two machines in issue 16) and a per-class metric by at most 1.96 points (pixel AUPRO; class means
 # 0.90): tolerances 0.02 and 3.0.
-TOLERANCES = {"loss": 0.02, "percent": 3.0, "exact": 0.0}
+# "class": a per-class metric of a trained model (one synthetic class has few defect regions, so its AUPRO
+# moves most: 3.07 points measured between native AVX-512 and generic kernels, coffee's pixel AUPRO in 03):
+# tolerance 6.0; "percent": means over classes or data sets (at most 0.90 measured): tolerance 3.0.
+TOLERANCES = {"loss": 0.02, "percent": 3.0, "class": 6.0, "exact": 0.0}
 LOSS_COLUMNS = ("loss", "image_loss", "seg_loss")
 # Tables of the notebooks whose numbers come from trained models (01's counts are checked by nbval).
 TRAINED_TABLE_PREFIXES = ("03_", "04_", "05_", "06_")
@@ -67,7 +70,10 @@ def _table_numbers(csv: Path, name: str | None = None) -> list[tuple[str, str, f
         for col in numeric:
             if pd.isna(row[col]):
                 continue
-            group = "exact" if pd.api.types.is_integer_dtype(table[col]) else "percent"
+            if pd.api.types.is_integer_dtype(table[col]):
+                group = "exact"
+            else:
+                group = "class" if "class" in labels and str(row["class"]) != "mean" else "percent"
             rows.append((f"tables/{stem}/{label}/{col}", group, float(row[col])))
     return rows
 
