@@ -20,6 +20,21 @@
 # **What this reproduces.** Nothing numeric yet: the model here is *untrained*. With the
 # default `smoke` profile its CLIP is a tiny network with random weights, so its scores mean
 # nothing until notebook 02 trains it; every figure says so under its title.
+#
+# **Before you start.** Prerequisites: Python and PyTorch; what CLIP's image and text encoders are. Study time: 30 min. Compute time on the `smoke`
+# profile: 13 s, measured on a 2-core CPU by `make notebooks`.
+#
+# **The two scores.** With $\langle a, b\rangle$ the cosine of two vectors and $\tau = 0.07$, the
+# image score is the anomalous entry of (Eq. 9)
+#
+# $$C_x = \mathrm{softmax}\big(\langle v_x, t_g^n\rangle/\tau,\ \langle v_x, t_g^a\rangle/\tau\big),$$
+#
+# and each selected layer $i$ gives every patch $p$ the probabilities (Eq. 10, per layer)
+#
+# $$S_x^i(p) = \mathrm{softmax}\big(\langle z_x^i(p), \ddot t_s^{n,i}\rangle/\tau,\
+#   \langle z_x^i(p), \ddot t_s^{a,i}\rangle/\tau\big),$$
+#
+# upsampled to the image; the anomaly map is $\sum_i \tfrac12\big(S_x^{i,a} + 1 - S_x^{i,n}\big)$.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | course | paper, or the path of a profile YAML

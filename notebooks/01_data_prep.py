@@ -20,6 +20,9 @@
 # zero-shot on the test split of every other set. The `smoke` profile replaces them with two
 # synthetic domains made here from images that ship with scikit-image (disjoint sources,
 # painted defects with exact masks): a *training* domain and a *held-out* domain.
+#
+# **Before you start.** Prerequisites: notebook 00. Study time: 20 min. Compute time on the `smoke`
+# profile: 32 s, measured on a 2-core CPU by `make notebooks`.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | course | paper, or the path of a profile YAML

@@ -25,6 +25,9 @@
 # **What this reproduces.** The paper's argument for shunt prompts and the pathway (sections
 # "Fine-grained Text Prompts" and "Pathway Module"), made visible on 02's model, with the
 # ablation numbers of 04. On `smoke` all of it is on synthetic data with a random tiny CLIP.
+#
+# **Before you start.** Prerequisites: notebooks 00, 02; attention (queries, keys, values). Study time: 45 min. Compute time on the `smoke`
+# profile: 14 s, measured on a 2-core CPU by `make notebooks`.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | course | paper, or the path of a profile YAML

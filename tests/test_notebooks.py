@@ -44,6 +44,23 @@ def test_py_and_ipynb_have_the_same_code(py: Path):
 
 
 @pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
+def test_notebook_header(py: Path):
+    """The opening cell says what a student needs, how long to study it and how long it computes."""
+    first = jupytext.read(py).cells[0]
+    assert first.cell_type == "markdown"
+    for part in ("Prerequisites:", "Study time:", "Compute time"):
+        assert part in first.source, f"{py.name}: the opening cell has no {part!r}"
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
+def test_markdown_agrees_with_the_py_source(py: Path):
+    """The stored .ipynb carries the .py's text too (jupytext --update keeps outputs, refreshes text)."""
+    md = lambda nb: [c.source.strip() for c in nb.cells if c.cell_type == "markdown"]  # noqa: E731
+    assert md(jupytext.read(py)) == md(nbformat.read(py.with_suffix(".ipynb"), as_version=4)), (
+        f"{py.name}: its .ipynb has other text: `jupytext --update --to notebook notebooks/{py.name}`")
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
 def test_notebook_shape(py: Path):
     nb = nbformat.read(py.with_suffix(".ipynb"), as_version=4)
     assert nb.cells[0].cell_type == "markdown" and "what you will learn" in nb.cells[0].source.lower()

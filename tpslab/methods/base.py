@@ -50,7 +50,7 @@ class EvalProtocol:
     Attributes:
         image_size: input size the maps are scored at (518 for TPS, 240 for WinCLIP).
         sigma: Gaussian sigma in pixels applied to the maps before the metrics; 0 = none.
-        source: where the protocol comes from (a reference file, or "tpslab decision 8.x").
+        source: where the protocol comes from (a reference file, or a decision in docs/baselines.md, section 8).
     """
 
     image_size: int
