@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course clean
+.PHONY: report install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course clean
 
 install: $(STAMP)
 
@@ -70,3 +70,7 @@ lint: install
 
 clean:
 	rm -rf $(NBVAL_DIR) $(GPU_CHECK_DIR) $(COURSE_DIR) .pytest_cache
+
+# A static offline web site of results/$(PROFILE)/ (tables, galleries of stored maps, training curves).
+report: install
+	$(PY) -m tpslab report --profile $(PROFILE) --force
