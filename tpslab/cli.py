@@ -341,11 +341,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from tpslab.profiles import data_root, results_root
     from tpslab.report.build import build
-    if args.notebooks:
-        raise TPSLabError("--notebooks is not implemented yet; build the site without it")
     t0 = time.perf_counter()
     index = build(results_root(args.results_dir) / args.profile, args.out, force=args.force,
-                  data_root=data_root(args.data_dir), profile=args.profile)
+                  data_root=data_root(args.data_dir), profile=args.profile,
+                  notebooks=Path("notebooks") if args.notebooks else None)
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
     print(f"site: {index} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return 0

@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where the site goes (default: results/<profile>/site)")
     p.add_argument("--results-dir", default=None, help="results root (default: $TPSLAB_RESULTS or ./results)")
     p.add_argument("--data-dir", default=None, help="gallery images root (default: $TPSLAB_DATA or ./data)")
-    p.add_argument("--notebooks", action="store_true", help="also render notebooks/*.ipynb (not implemented yet)")
+    p.add_argument("--notebooks", action="store_true", help="also render notebooks/*.ipynb with offline MathJax")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     p = command("cache", "show or clear the on-disk cache of frozen CLIP features (training's cache_features)")

@@ -47,7 +47,7 @@ def _loss_png(rows: list[dict], path: Path) -> bool:
 
 
 def build(results: str | Path, out: str | Path | None = None, force: bool = False,
-          data_root: str | Path | None = None, profile: str = "?") -> Path:
+          data_root: str | Path | None = None, profile: str = "?", notebooks: Path | None = None) -> Path:
     """Write the site of ``results`` into ``out`` (default ``results/site``); returns ``out/index.html``.
 
     Raises:
@@ -108,4 +108,8 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
                  ("git commit", _commit()), ("built", datetime.now(timezone.utc).isoformat(timespec="seconds")),
                  ("prediction runs", len(res.runs)), ("missing jobs", len(res.missing))]) + "</table>")
     (out / "about.html").write_text(pages.page("what this is", about, nav))
+    if notebooks is not None:
+        from tpslab.report.notebooks import index_body, render
+        nav.append(("notebooks", "notebooks.html"))
+        (out / "notebooks.html").write_text(pages.page("the course notebooks", index_body(render(notebooks, out)), nav))
     return out / "index.html"
