@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: report install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course clean
+.PHONY: report site install demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course clean
 
 install: $(STAMP)
 
@@ -74,3 +74,7 @@ clean:
 # A static offline web site of results/$(PROFILE)/ (tables, galleries of stored maps, training curves).
 report: install
 	$(PY) -m tpslab report --profile $(PROFILE) --force
+
+# The same site with the executed notebooks rendered (equations by MathJax served from the site).
+site: install
+	$(PY) -m tpslab report --profile $(PROFILE) --notebooks --force

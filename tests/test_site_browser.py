@@ -82,3 +82,17 @@ def test_gallery_filter_sort_and_lightbox(site: Path, browser) -> None:
     over, _ = _open(browser, (site / "index.html").as_uri())
     over.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
     assert not errors
+
+
+def test_notebooks_typeset_offline(tmp_path: Path, browser) -> None:
+    pytest.importorskip("mathjax", reason="needs the `django-static-mathjax` package")
+    repo = Path(__file__).resolve().parents[1]
+    if not list((repo / "notebooks").glob("*.ipynb")):
+        pytest.skip("no executed notebooks/*.ipynb (make notebooks)")
+    site = build(make_results(tmp_path), tmp_path / "site", profile="fake", notebooks=repo / "notebooks").parent
+    for html in sorted((site / "notebooks").glob("*.html")):
+        page, errors = _open(browser, html.as_uri())
+        page.wait_for_timeout(1000)
+        assert "$$" not in page.inner_text("body"), f"{html.name}: raw $$ left"
+        assert not errors, f"{html.name}: console errors {errors}"
+        page.close()

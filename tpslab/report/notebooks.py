@@ -50,6 +50,8 @@ def render(notebooks: Path, out: Path) -> list[tuple[str, str]]:
         body = re.sub(r"<script[^>]*mathjax[^>]*>\s*</script>", "", body, flags=re.I)
         body = re.sub(r"<script type=\"text/x-mathjax-config\">.*?</script>", "", body, flags=re.S)
         body = re.sub(r"<script[^>]*src=\"https?://[^\"]*\"[^>]*>\s*</script>", "", body)  # no CDN
+        body = re.sub(r"<script type=\"module\">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>", "", body,
+                      flags=re.S)  # nbconvert's mermaid loader (from a CDN)
         body = body.replace("</head>", CONFIG + "</head>", 1)
         name = path.with_suffix(".html").name
         (out / "notebooks" / name).write_text(body)
