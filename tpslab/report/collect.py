@@ -86,12 +86,12 @@ def collect(root: str | Path) -> Results:
     root = Path(root)
     res = Results(root)
     cmp = root / "compare"
-    for path in sorted(cmp.glob("*.md")):
+    for path in sorted(cmp.rglob("*.md")):
         res.tables[path.stem] = path.read_text()
-    for path in sorted(cmp.glob("*.csv")):
+    for path in sorted(cmp.rglob("*.csv")):
         with path.open() as f:
             res.long_csv[path.stem] = list(csv.DictReader(f))
-    res.figures = sorted(cmp.glob("*.png")) + sorted((root / "figures").glob("*.png"))
+    res.figures = sorted(cmp.rglob("*.png")) + sorted((root / "figures").glob("*.png"))
     res.runs = _runs(root / "predictions")
     res.histories = _histories(root)
     return res
