@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install lock nbval-portable demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course clean
+.PHONY: install lock nbval-portable demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course report site clean
 
 install: $(STAMP)
 
@@ -117,3 +117,11 @@ lint: install
 
 clean:
 	rm -rf $(NBVAL_DIR) $(GPU_CHECK_DIR) $(COURSE_DIR) $(PORTABLE_DIR) $(NB_BACKUP) .lock-venv .pytest_cache
+
+# A static offline web site of results/$(PROFILE)/ (tables, galleries of stored maps, training curves).
+report: install
+	$(PY) -m tpslab report --profile $(PROFILE) --force
+
+# The same site with the executed notebooks rendered (equations by MathJax served from the site).
+site: install
+	$(PY) -m tpslab report --profile $(PROFILE) --notebooks --force

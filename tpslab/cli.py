@@ -335,6 +335,24 @@ def cmd_course(args: argparse.Namespace) -> int:
 COMMANDS["course"] = cmd_course
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``tpslab report``: the static site of ``results/<profile>/``."""
+    import time
+
+    from tpslab.profiles import data_root, results_root
+    from tpslab.report.build import build
+    t0 = time.perf_counter()
+    index = build(results_root(args.results_dir) / args.profile, args.out, force=args.force,
+                  data_root=data_root(args.data_dir), profile=args.profile,
+                  notebooks=Path("notebooks") if args.notebooks else None)
+    size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
+    print(f"site: {index} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+COMMANDS["report"] = cmd_report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)

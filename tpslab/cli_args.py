@@ -255,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the jobs, what is done, what is missing; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = command("report", "one static offline web site of a profile's results (tables, galleries, training)")
+    p.add_argument("--profile", default="smoke", help="the profile whose results/<profile>/ is shown")
+    p.add_argument("--out", default=None, help="where the site goes (default: results/<profile>/site)")
+    p.add_argument("--results-dir", default=None, help="results root (default: $TPSLAB_RESULTS or ./results)")
+    p.add_argument("--data-dir", default=None, help="gallery images root (default: $TPSLAB_DATA or ./data)")
+    p.add_argument("--notebooks", action="store_true", help="also render notebooks/*.ipynb with offline MathJax")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
     p = command("cache", "show or clear the on-disk cache of frozen CLIP features (training's cache_features)")
     p.add_argument("action", choices=["info", "clear"], help="info: where, how big, per model; clear: delete all")
     p.add_argument("--profile", default=None, help="info: also the disk this profile's training needs in the cache")

@@ -1,0 +1,51 @@
+"""A small results tree with the real layout: compare tables, stored predictions, a training history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tpslab import predictions
+
+METHODS = ["tps", "winclip"]
+CLASSES = ["bottle", "screw"]
+
+
+def make_results(root: Path, complete: bool = True, n: int = 12, size: int = 16) -> Path:
+    """Write ``root/results/fake`` (and images under ``root/data/synth``); the path of the results folder.
+
+    With ``complete=False`` the second method's run has one class and no done.json (an interrupted compare).
+    """
+    res = root / "results" / "fake"
+    rng = np.random.default_rng(0)
+    data = root / "data" / "synth"
+    for k, method in enumerate(METHODS):
+        folder = res / "predictions" / method / "synth" / "r0"
+        predictions.start(folder, {"method": method})
+        classes = CLASSES if complete or k == 0 else CLASSES[:1]
+        for cls in classes:
+            labels = np.array([0, 1] * (n // 2))
+            paths = [f"{cls}/test/{i}.png" for i in range(n)]
+            for p in paths:
+                (data / p).parent.mkdir(parents=True, exist_ok=True)
+                if not (data / p).exists():
+                    Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(data / p)
+            run = predictions.ClassRun(rng.random(n).astype(np.float32) + labels,
+                                       rng.random((n, size, size)).astype(np.float16), labels,
+                                       labels.astype(bool), paths, ["good" if v == 0 else "scratch" for v in labels])
+            predictions.save_class(folder, cls, run)
+        if complete or k == 0:
+            predictions.finish(folder, {c: n for c in classes}, size, 4.0, "any")
+    cmp = res / "compare"
+    cmp.mkdir(parents=True, exist_ok=True)
+    (cmp / "table1.md").write_text("# Table 1\n\n| method | AUROC | published |\n|---|---|---|\n"
+                                   "| tps | 90.1 [88.0, 92.0] | 91.0 |\n")
+    (cmp / "table1_long.csv").write_text("method,class,metric,value\ntps,bottle,auroc,0.9\n")
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(cmp / "intervals.png")
+    train = res / "train" / "main"
+    train.mkdir(parents=True)
+    (train / "history.json").write_text(json.dumps([{"epoch": i, "loss": 1.0 / (i + 1)} for i in range(5)]))
+    return res

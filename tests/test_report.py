@@ -1,0 +1,64 @@
+"""``tpslab report``: the static site of a fake-but-structurally-real results tree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.fake_results import CLASSES, make_results
+from tpslab.cli import main
+from tpslab.report.build import build
+from tpslab.report.collect import collect
+from tpslab.report.gallery import pick
+from tpslab.utils import TPSLabError
+
+
+def _links(html: str) -> list[str]:
+    return re.findall(r'(?:href|src)="([^"#:]+)"', html)
+
+
+def test_full_site_builds_and_links_resolve(tmp_path: Path) -> None:
+    res = make_results(tmp_path)
+    index = build(res, tmp_path / "site", data_root=tmp_path / "data", profile="fake")
+    site = index.parent
+    pages = sorted(site.glob("*.html"))
+    assert {p.name for p in pages} == {"index.html", "data_synth.html", "training.html", "about.html"}
+    for page in pages:
+        for link in _links(page.read_text()):
+            assert (site / link).is_file(), f"{page.name}: {link}"
+    overview = index.read_text()
+    assert "90.1 [88.0, 92.0]" in overview and "Missing jobs" not in overview
+    gallery = (site / "data_synth.html").read_text()
+    assert gallery.count('class="row"') == 2 * 12  # n=4 per group x 3 groups = all 12 of each class
+    assert "tps/r0" in gallery and "winclip/r0" in gallery
+    assert "not paper numbers" in (site / "about.html").read_text()
+    assert (site / "img" / "loss_0.png").is_file()
+    with pytest.raises(TPSLabError, match="--force"):
+        build(res, site)
+
+
+def test_half_done_tree_lists_missing_jobs(tmp_path: Path) -> None:
+    res = make_results(tmp_path, complete=False)
+    assert collect(res).missing == ["winclip/synth/r0"]
+    index = build(res, None, profile="fake")
+    assert "winclip/synth/r0" in index.read_text() and "Missing jobs" in index.read_text()
+    gallery = (index.parent / "data_synth.html").read_text()
+    assert re.search(r'data-cls="screw"', gallery) and set(CLASSES) <= set(re.findall(r'data-cls="(\w+)"', gallery))
+
+
+def test_pick_orders_groups() -> None:
+    import numpy as np
+    scores = np.array([0.1, 0.9, 0.5, 0.2, 0.8, 0.3])
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    chosen = pick(scores, labels, 1, seed=0)
+    assert chosen[:2] == [4, 3] and len(chosen) == 3 and chosen[2] not in (3, 4)
+
+
+def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_results(tmp_path)
+    assert main(["report", "--profile", "fake", "--results-dir", str(tmp_path / "results"),
+                 "--data-dir", str(tmp_path / "data")]) == 0
+    assert "MB" in capsys.readouterr().out
+    assert (tmp_path / "results" / "fake" / "site" / "index.html").is_file()

@@ -1,0 +1,98 @@
+"""The results site in a real browser (Playwright driving Debian's ``chromium``).
+
+Skipped, with the package named, when ``playwright`` or ``/usr/bin/chromium`` is missing.
+The screenshots go under ``results/site-screens/`` of the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fake_results import make_results
+from tpslab.report.build import build
+
+CHROMIUM = os.environ.get("TPSLAB_CHROMIUM", "/usr/bin/chromium")
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the `playwright` package (pip install playwright)")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"needs a browser at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+
+SHOTS = Path(__file__).resolve().parents[1] / "results" / "site-screens"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    return build(make_results(root), root / "site", data_root=root / "data", profile="fake").parent
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return page, errors
+
+
+def test_every_page_loads_clean(site: Path, browser) -> None:
+    for html in sorted(site.glob("*.html")):
+        page, errors = _open(browser, html.as_uri())
+        broken = page.evaluate("[...document.images].filter(i => !i.closest('#lb') && !(i.naturalWidth > 0))"
+                               ".map(i => i.src)")
+        assert not broken, f"{html.name}: images that did not load: {broken}"
+        hrefs = page.evaluate("[...document.querySelectorAll('a[href]')].map(a => a.href)")
+        for href in hrefs:
+            if href.startswith("file://"):
+                assert Path(href[len("file://"):].split("#")[0]).is_file(), f"{html.name}: dead link {href}"
+        assert "$$" not in page.inner_text("body")
+        assert not errors, f"{html.name}: console errors {errors}"
+        page.close()
+
+
+def test_gallery_filter_sort_and_lightbox(site: Path, browser) -> None:
+    page, errors = _open(browser, (site / "data_synth.html").as_uri())
+    visible = "[...document.querySelectorAll('#gallery .row')].filter(r => r.style.display != 'none')"
+    total = page.evaluate(f"{visible}.length")
+    page.select_option("#fcls", "screw")
+    classes = page.evaluate(f"{visible}.map(r => r.dataset.cls)")
+    assert classes and set(classes) == {"screw"} and len(classes) < total
+    page.select_option("#fcls", "")
+    page.select_option("#sort", "winclip/r0")
+    scores = page.evaluate("[...document.querySelectorAll('#gallery .row')].map(r => JSON.parse(r.dataset.scores)"
+                           "['winclip/r0'])")
+    assert scores == sorted(scores, reverse=True)
+    page.click("#gallery .row .cell img")
+    assert page.is_visible("#lb img")
+    page.click("#lb")
+    assert not page.is_visible("#lb img")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
+    over, _ = _open(browser, (site / "index.html").as_uri())
+    over.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+    assert not errors
+
+
+def test_notebooks_typeset_offline(tmp_path: Path, browser) -> None:
+    pytest.importorskip("mathjax", reason="needs the `django-static-mathjax` package")
+    repo = Path(__file__).resolve().parents[1]
+    if not list((repo / "notebooks").glob("*.ipynb")):
+        pytest.skip("no executed notebooks/*.ipynb (make notebooks)")
+    site = build(make_results(tmp_path), tmp_path / "site", profile="fake", notebooks=repo / "notebooks").parent
+    for html in sorted((site / "notebooks").glob("*.html")):
+        page, errors = _open(browser, html.as_uri())
+        page.wait_for_timeout(1000)
+        assert "$$" not in page.inner_text("body"), f"{html.name}: raw $$ left"
+        assert not errors, f"{html.name}: console errors {errors}"
+        page.close()

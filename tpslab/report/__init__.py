@@ -1,0 +1,1 @@
+"""``tpslab report``: one static, offline web site from what a run left under ``results/<profile>/``."""
