@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="info: also the disk this profile's training needs in the cache")
 
     p = command("course", "the course kit: student and teacher builds of the notebooks, grading of submissions")
-    course = p.add_subparsers(dest="course_command", required=True)
+    course = p.add_subparsers(dest="course_command", required=True,
+                              help="build: the student or teacher build; grade: a folder of submissions")
     b = course.add_parser("build", help="write the student build (solutions out) or the teacher build",
                           formatter_class=_Help)
     which = b.add_mutually_exclusive_group(required=True)
