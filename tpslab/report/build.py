@@ -46,6 +46,14 @@ def _loss_png(rows: list[dict], path: Path) -> bool:
     return True
 
 
+def dataset_dir(data_root: str | Path | None, dataset: str) -> Path | None:
+    """A data set's folder: ``ROOT/<name>`` (prepared data) or ``ROOT/synthetic/<name>`` (generated)."""
+    if data_root is None:
+        return None
+    candidates = [Path(data_root) / dataset, Path(data_root) / "synthetic" / dataset]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
 def build(results: str | Path, out: str | Path | None = None, force: bool = False,
           data_root: str | Path | None = None, profile: str = "?", notebooks: Path | None = None) -> Path:
     """Write the site of ``results`` into ``out`` (default ``results/site``); returns ``out/index.html``.
@@ -88,8 +96,7 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
         runs = [r for r in res.runs if r.dataset == d]
         methods = [f"{r.entry}/{r.tag}" for r in runs]
         classes = sorted({c for r in runs for c in r.classes})
-        rows = [row for c in classes for row in build_rows(runs, d, c, out / "img",
-                                                            Path(data_root) / d if data_root else None)]
+        rows = [row for c in classes for row in build_rows(runs, d, c, out / "img", dataset_dir(data_root, d))]
         status = "".join(f"<li>{html.escape(m)}: {'complete' if r.done else 'incomplete'}</li>"
                          for m, r in zip(methods, runs, strict=True))
         body_d = f"<ul>{status}</ul><h2>Gallery</h2>" + pages.gallery(rows, methods)
