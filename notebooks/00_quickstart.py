@@ -82,7 +82,13 @@ print(f"input {bb.image_size} px, patch grid {bb.grid_size}x{bb.grid_size}, patc
 # Two prompt learners, each with a *normal* and an *anomalous* sentence. The **global**
 # prompts describe the whole image (classification, Eq. 2); the **shunt** prompts describe a
 # part of it (segmentation, Eq. 3). Each `X` is a learnable context vector; `object` makes
-# the prompts object-agnostic (AnomalyCLIP's idea).
+# the prompts object-agnostic (AnomalyCLIP's idea). In the paper's notation:
+#
+# $$T_g^n = [\text{prefix}][\text{object}][\text{with all parts flawless}],\quad
+#   T_g^a = [\text{prefix}][\text{object}][\text{with damaged parts}] \qquad \text{(Eq. 2)}$$
+#
+# $$T_s^n = [\text{prefix}][\text{flawless}][\text{part}],\quad
+#   T_s^a = [\text{prefix}][\text{damaged}][\text{part}] \qquad \text{(Eq. 3)}$$
 
 # %%
 # NBVAL_CHECK_OUTPUT
