@@ -29,7 +29,7 @@ lock:
 	$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check $(if $(UPGRADE),,-c $(LOCK)) -e ".[$(EXTRAS)]"
 	{ sed -n '/^#/p' $(LOCK); $(LOCK_VENV)/bin/pip freeze --exclude-editable --disable-pip-version-check \
 		| grep -viE '^tpslab[=@ ]' | LC_ALL=C sort -f; } > $(LOCK).new && mv $(LOCK).new $(LOCK)
-	$(LOCK_VENV)/bin/python -m tpslab.lockfile environment && $(LOCK_VENV)/bin/python -m tpslab.lockfile check
+	$(LOCK_VENV)/bin/python -m tpslab.dev.lockfile environment && $(LOCK_VENV)/bin/python -m tpslab.dev.lockfile check
 	rm -rf $(LOCK_VENV)
 
 # A second `make demo` is refused (a finished run is never replaced silently):
@@ -46,13 +46,13 @@ unit: install
 # Re-executes every notebook with its default (smoke) parameters and compares the cells marked
 # NBVAL_CHECK_OUTPUT with the outputs stored in the committed .ipynb; results go to a scratch folder. The
 # trained numbers (not nbval-checked: their last digits depend on the CPU) are then compared with
-# tests/notebook_numbers.csv within tpslab.portable's tolerances.
+# tests/notebook_numbers.csv within tpslab.dev.portable's tolerances.
 nbval: install
 	rm -rf $(NBVAL_DIR)
 	cd notebooks && TPSLAB_RESULTS=$(NBVAL_DIR)/results TPSLAB_DATA=$(NBVAL_DIR)/data TPSLAB_CACHE=$(NBVAL_DIR)/cache \
 		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
 		--nbval-kernel-name python3 -p no:cacheprovider .
-	$(PY) -m tpslab.portable check $(NBVAL_DIR)/results/smoke
+	$(PY) -m tpslab.dev.portable check $(NBVAL_DIR)/results/smoke
 
 reproduce: install
 	$(PY) -m tpslab reproduce --profile $(PROFILE)
@@ -70,8 +70,8 @@ NB_BACKUP ?= $(CURDIR)/.notebooks-backup
 notebooks: install
 	rm -rf $(NB_BACKUP) && mkdir -p $(NB_BACKUP) && cp notebooks/*.ipynb $(NB_BACKUP)/ \
 		&& { cp tests/notebook_numbers.csv $(NB_BACKUP)/ 2>/dev/null || true; }
-	$(PY) -m tpslab.reproduce sync
-	$(PY) -m tpslab.portable record results/smoke
+	$(PY) -m tpslab.runs.reproduce sync
+	$(PY) -m tpslab.dev.portable record results/smoke
 	@$(MAKE) --no-print-directory nbval-portable || { cp $(NB_BACKUP)/*.ipynb notebooks/; \
 		if [ -f $(NB_BACKUP)/notebook_numbers.csv ]; then cp $(NB_BACKUP)/notebook_numbers.csv tests/; \
 		else rm -f tests/notebook_numbers.csv; fi; \
@@ -82,7 +82,7 @@ notebooks: install
 # The notebooks that train (02-04, after 00-01 which prepare their data) again under nbval, with PyTorch's
 # generic CPU kernels instead of the native vector ones, in their own scratch folder: a stored output that
 # only one kind of CPU reproduces fails here (CI runs it after make test). The trained numbers, which nbval
-# does not compare, are then checked against tests/notebook_numbers.csv within tpslab.portable's tolerances.
+# does not compare, are then checked against tests/notebook_numbers.csv within tpslab.dev.portable's tolerances.
 PORTABLE_DIR ?= $(CURDIR)/.nbval-portable-run
 PORTABLE_NOTEBOOKS ?= 00_quickstart.ipynb 01_data_prep.ipynb 02_train.ipynb 03_evaluate.ipynb 04_ablations.ipynb
 nbval-portable: install
@@ -91,7 +91,7 @@ nbval-portable: install
 		TPSLAB_DATA=$(PORTABLE_DIR)/data TPSLAB_CACHE=$(PORTABLE_DIR)/cache \
 		$(CURDIR)/$(PY) -m pytest --nbval-lax --nbval-sanitize-with ../tests/nbval_sanitize.cfg \
 		--nbval-kernel-name python3 -p no:cacheprovider $(PORTABLE_NOTEBOOKS)
-	ATEN_CPU_CAPABILITY=default $(PY) -m tpslab.portable check $(PORTABLE_DIR)/results/smoke --notebooks 02 03 04
+	ATEN_CPU_CAPABILITY=default $(PY) -m tpslab.dev.portable check $(PORTABLE_DIR)/results/smoke --notebooks 02 03 04
 
 # Every benchmarks/bench_*.py at its --quick size (CSVs under results/benchmarks/), then one figure of them.
 # Under 10 minutes on a 2-core CPU; drop --quick in a script's own command line for the full sizes.

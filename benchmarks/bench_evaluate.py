@@ -5,8 +5,8 @@ for the tiny model, ViT-B-16 at 224 px and ViT-L-14-336 at 518 px. For each, in 
 
 * ``clip_forward``: CLIP's image encoder alone over the preloaded images (what any pipeline pays),
   the mean of one run before and one after the evaluation;
-* ``evaluate``: :func:`tpslab.evaluate.evaluate` end to end (images decoded from files), with
-  its stages from :class:`tpslab.inference.StageTimer`, and its ratio to ``clip_forward``;
+* ``evaluate``: :func:`tpslab.evaluation.evaluate.evaluate` end to end (images decoded from files), with
+  its stages from :class:`tpslab.evaluation.inference.StageTimer`, and its ratio to ``clip_forward``;
 * peak memory of the case's process: RSS on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 
 ``--done-when`` measures issue 13's target instead: 60 images at 518 px with a small random
@@ -69,8 +69,8 @@ def one_case(label: str, backbone: str, size: int, n: int, batch: int, device: s
     import tpslab
     from tpslab.data.dataset import AnomalyDataset
     from tpslab.data.synthetic import make_synthetic
-    from tpslab.evaluate import evaluate
-    from tpslab.inference import StageTimer, autocast, resolve_precision
+    from tpslab.evaluation.evaluate import evaluate
+    from tpslab.evaluation.inference import StageTimer, autocast, resolve_precision
 
     dev = torch.device(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,7 +129,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_case(**json.loads(args.one))))
         return
-    from tpslab.inference import default_workers
+    from tpslab.evaluation.inference import default_workers
 
     workers = default_workers(args.device) if args.workers is None else args.workers
     column = 2 if args.device.startswith("cuda") else 0 if args.quick else 1

@@ -35,7 +35,7 @@ from skimage import measure
 from sklearn.metrics import auc, roc_auc_score
 
 from tpslab import metrics
-from tpslab.smoothing import gaussian_blur
+from tpslab.evaluation.smoothing import gaussian_blur
 
 # --------------------------------------------------------------------------- inputs
 
@@ -74,14 +74,14 @@ def reference_loop_aupro(masks: np.ndarray, maps: np.ndarray, steps: int = 200, 
 
 
 def _old_sorted(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """tpslab before this change: a full argsort of all pixels, descending, and tie group ends."""
+    """Tpslab before this change: a full argsort of all pixels, descending, and tie group ends."""
     order = np.argsort(scores)[::-1]
     s = scores[order]
     return order, np.append(np.flatnonzero(s[1:] != s[:-1]), s.size - 1)
 
 
 def old_aupro(masks: np.ndarray, maps: np.ndarray, limit: float = 0.3) -> float:
-    """tpslab's previous exact AUPRO: float64 scores, region ids for every pixel, one argsort."""
+    """Tpslab's previous exact AUPRO: float64 scores, region ids for every pixel, one argsort."""
     y, s = masks > 0.5, maps.astype(np.float64)
     regions = np.zeros(y.shape, dtype=np.int64)
     count = 0
@@ -105,7 +105,7 @@ def old_aupro(masks: np.ndarray, maps: np.ndarray, limit: float = 0.3) -> float:
 
 
 def old_pixel_metrics(masks: np.ndarray, maps: np.ndarray) -> dict[str, float]:
-    """tpslab's previous ``pixel_metrics``: one argsort for AUROC/AP/F1, another inside AUPRO."""
+    """Tpslab's previous ``pixel_metrics``: one argsort for AUROC/AP/F1, another inside AUPRO."""
     y, s = masks.ravel() > 0.5, maps.ravel().astype(np.float32)
     order, ends = _old_sorted(s)
     tps = np.cumsum(y[order], dtype=np.int64)[ends]

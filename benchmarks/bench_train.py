@@ -4,7 +4,7 @@ TPS with random CLIP weights on synthetic images, two epochs, three ways measure
 
 * ``no cache``: every step reads the images and runs CLIP (``cache_features: false``);
 * ``cache, cold``: CLIP runs once over the data (set-up), its features go to the on-disk cache
-  (:mod:`tpslab.feature_cache`, a temporary folder here) and every step reuses them;
+  (:mod:`tpslab.backbone.cache`, a temporary folder here) and every step reuses them;
 * ``cache, warm``: a second run reads the features from the disk cache (what the notebooks'
   repeated and ablation runs do).
 
@@ -39,7 +39,7 @@ def measure(label: str, backbone: str, size: int, n: int, batch: int, device: st
     import tpslab
     from tpslab.data.dataset import AnomalyDataset
     from tpslab.data.synthetic import make_synthetic
-    from tpslab.train import TrainConfig, train
+    from tpslab.methods.train import TrainConfig, train
 
     dev = torch.device(device)
     meta = make_synthetic(tmp / f"data-{n}", domain="train", n_per_class=max(2, n // 8), image_size=256,

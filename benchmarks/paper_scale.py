@@ -16,8 +16,8 @@ import time
 import torch
 
 import tpslab
-from tpslab.losses import tps_loss
-from tpslab.train import TrainConfig, make_optimizer
+from tpslab.methods.tps.losses import tps_loss
+from tpslab.methods.train import TrainConfig, make_optimizer
 
 
 def main() -> None:

@@ -13,8 +13,8 @@
 #
 # **What you will learn.** How a TPS model is put together (a frozen CLIP, two prompt
 # learners and the pathway modules), every sentence it is given, how it scores a whole
-# image (paper Eq. 9, `tpslab.model.image_logits`) and each pixel (Eq. 10,
-# `tpslab.model.patch_logits`), and how the lab's two variants differ: `"paper"` (what the
+# image (paper Eq. 9, `tpslab.methods.tps.model.image_logits`) and each pixel (Eq. 10,
+# `tpslab.methods.tps.model.patch_logits`), and how the lab's two variants differ: `"paper"` (what the
 # paper describes) and `"authors-code"` (what the released code does).
 #
 # **What this reproduces.** Nothing numeric yet: the model here is *untrained*. With the
@@ -52,7 +52,7 @@ import tpslab.lab
 from tpslab import viz
 from tpslab.data.dataset import mask_to_tensor, to_rgb
 from tpslab.data.synthetic_sample import HELDOUT_CLASSES, render_sample, sample_rng
-from tpslab.model import build_model
+from tpslab.methods.tps.model import build_model
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 

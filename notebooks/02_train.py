@@ -23,7 +23,7 @@
 #   \mathrm{Dice}(p, m) = 1 - \frac{2\sum p\,m + 1}{\sum p + \sum m + 1}$$
 #
 # with the focal loss at $\gamma = 2$ on probabilities. Images without a mask count for the
-# cross-entropy only. It is implemented, upsampling included, in `tpslab.losses.tps_loss`
+# cross-entropy only. It is implemented, upsampling included, in `tpslab.methods.tps.losses.tps_loss`
 # (the training loop only calls it).
 #
 # **What this reproduces.** The training of the paper ("Training and Detection"), with the
@@ -52,11 +52,11 @@ import pandas as pd
 
 import tpslab.lab
 from tpslab import viz
-from tpslab.checkpoint import read_checkpoint
+from tpslab.methods.checkpoint import read_checkpoint
 from tpslab.methods import TRAINED
-from tpslab.model import TPSConfig
+from tpslab.methods.tps.model import TPSConfig
 from tpslab.profiles import training_runs
-from tpslab.train import TrainConfig
+from tpslab.methods.train import TrainConfig
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 

@@ -51,8 +51,8 @@ import pandas as pd
 
 import tpslab.lab
 from tpslab import viz
-from tpslab.checkpoint import load_checkpoint
-from tpslab.model import TPS, TPSConfig
+from tpslab.methods.checkpoint import load_checkpoint
+from tpslab.methods.tps.model import TPS, TPSConfig
 from tpslab.profiles import evaluation_plan, training_runs
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)

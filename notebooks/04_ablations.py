@@ -40,8 +40,8 @@ import pandas as pd
 
 import tpslab.lab
 from tpslab import viz
-from tpslab.evaluate import METRIC_COLUMNS
-from tpslab.model import TPSConfig
+from tpslab.evaluation.evaluate import METRIC_COLUMNS
+from tpslab.methods.tps.model import TPSConfig
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 

@@ -41,8 +41,8 @@ import seaborn as sns
 
 import tpslab.lab
 from tpslab import viz
-from tpslab.checkpoint import load_checkpoint
-from tpslab.explain import explain, layer_summary, patch_table
+from tpslab.methods.checkpoint import load_checkpoint
+from tpslab.methods.tps.explain import explain, layer_summary, patch_table
 from tpslab.profiles import evaluation_plan
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
@@ -65,14 +65,14 @@ lab = tpslab.lab.setup(profile, results_dir, data_dir)
 #
 # The paper writes the value of $\mathrm{MHA}_\eta$ as $t_s$, which cannot be (its keys are the
 # $L$ patches); the code, like the authors', uses the patches as the value. All three are
-# `tpslab.pathway.Pathway.forward`. Each patch is then scored against $s_i$ by
-# `tpslab.model.patch_logits` (Eq. 10): $S_i = \mathrm{softmax}\big([\langle z_p, s_i^n\rangle,
+# `tpslab.methods.tps.pathway.Pathway.forward`. Each patch is then scored against $s_i$ by
+# `tpslab.methods.tps.model.patch_logits` (Eq. 10): $S_i = \mathrm{softmax}\big([\langle z_p, s_i^n\rangle,
 # \langle z_p, s_i^a\rangle] / 0.07\big)$.
 #
 # ## 1. Three read-outs and the pathway's attention, for every layer
 #
 # 02's trained model (paper variant) and held-out images, mostly anomalous. For every
-# selected layer `tpslab.explain.explain` takes, from one pass of the model, the probability
+# selected layer `tpslab.methods.tps.explain.explain` takes, from one pass of the model, the probability
 # of "anomalous" of every patch against three pairs of text features: the **global** prompts,
 # the **plain shunt** prompts, and the **shunt prompts customised by the pathway** (what TPS
 # really uses: the model's own maps, as `tests/test_explain.py` checks); and the pathway's

@@ -19,7 +19,7 @@
 # **What this reproduces.** The layout of Table 1 (zero-shot classification: image AUROC, AP),
 # Table 2 (zero-shot segmentation: pixel AUROC, AUPRO), Table 3 (TPS trained on medical data)
 # and Figure 3 (ablation A1 vs A2), written as CSV, Markdown and LaTeX. The published numbers
-# are **typed in as data** (`tpslab/paper_numbers.py`), each baseline cell with where it comes
+# are **typed in as data** (`tpslab/reports/paper_numbers.py`), each baseline cell with where it comes
 # from. Our columns come from `tpslab compare` (the same code as this notebook): every
 # (method, data set, seed) run stores its predictions once under `predictions/`, and every
 # table, interval and figure here is computed from those files. On `smoke` that is the
@@ -42,7 +42,10 @@ data_dir = None  # None: $TPSLAB_DATA or data/
 # %%
 # NBVAL_IGNORE_OUTPUT
 import tpslab.lab
-from tpslab import compare, compare_tables, grid, paper_numbers
+from tpslab.runs import grid
+from tpslab.runs import compare
+from tpslab.reports import paper_numbers
+from tpslab.reports import paper_tables as compare_tables
 from tpslab.utils import shown
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
@@ -97,7 +100,7 @@ for name, p in compare.protocols(prof).items():
 # Printed here: the rows this profile ran (all rows are in `compare/tables/table1_reference.md`).
 
 # %%
-# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
+# trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 table1 = result.tables["table1_reference"]
 print(compare_tables.rows_run(table1).to_string(index=False))
 
@@ -105,7 +108,7 @@ print(compare_tables.rows_run(table1).to_string(index=False))
 # Every number with its interval, from the long table (`table1_reference_long.csv`):
 
 # %%
-# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
+# trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 long1 = result.tables["table1_reference_long"]
 print(long1[["dataset", "method", "metric", "ours", "ci_low", "ci_high", "published"]].round(1).to_string(index=False))
 
@@ -122,7 +125,7 @@ lab.save_figure(result.figures["table1_reference"], "06_table1")
 # ## 4. Table 2: zero-shot segmentation (pixel AUROC, AUPRO)
 
 # %%
-# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
+# trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 table2 = result.tables["table2_reference"]
 print(compare_tables.rows_run(table2).to_string(index=False))
 long2 = result.tables["table2_reference_long"]
@@ -145,7 +148,7 @@ lab.save_figure(result.figures["table2_reference"], "06_table2")
 # upsampled to 518.
 
 # %%
-# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
+# trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 both = summary[~summary["ablation"]].pivot_table(index=["dataset", "entry", "metric"], columns="protocol",
                                                  values="mean").round(1)
 print(both.to_string())
@@ -158,7 +161,7 @@ print(both.to_string())
 # ISIC (segmentation). Only the `paper` profile trains the medical models.
 
 # %%
-# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
+# trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 print(result.tables["table3_reference"].to_string(index=False))
 
 # %% [markdown]
@@ -169,7 +172,7 @@ print(result.tables["table3_reference"].to_string(index=False))
 # words without pathway, A2 = TPS, and the steps between), trained as notebook 04 trains it.
 
 # %%
-# trained numbers: checked by tpslab.portable (tests/notebook_numbers.csv), not by nbval
+# trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 figure3 = result.tables.get("figure3_reference")
 if figure3 is not None:
     print(figure3.pivot_table(index=["dataset", "row"], columns="metric", values="mean").round(1).to_string())
@@ -224,7 +227,7 @@ from tpslab.course import answer, check  # noqa: F401
 def auroc_interval(labels, scores, n_boot, seed, level=0.95):
     """Stratified percentile bootstrap interval (low, high) of one class's image AUROC."""
     import numpy as np
-    from tpslab.bootstrap import resample_counts
+    from tpslab.metrics.bootstrap import resample_counts
     from tpslab.metrics import image_auroc
     ### BEGIN SOLUTION
     stats = [image_auroc(np.repeat(labels, c), np.repeat(scores, c)) for c in resample_counts(labels, n_boot, seed)]
@@ -245,7 +248,7 @@ _ = check("e6.1", auroc_interval)
 def pixel_interval(masks, maps, n_boot, seed):
     """95% interval of the pixel AUROC, whole images resampled (stratified by image label)."""
     import numpy as np
-    from tpslab.bootstrap import interval, resample_counts
+    from tpslab.metrics.bootstrap import interval, resample_counts
     from tpslab.metrics import pixel_auroc
     ### BEGIN SOLUTION
     counts = resample_counts(masks.reshape(len(masks), -1).max(1), n_boot, seed)

@@ -136,7 +136,7 @@ lab.save_figure(plot_windows(winclip, one.images[0].to(lab.device), one.classes[
 # map) runs a second stream beside CLIP's from block 6 of 24 on, in which each block's
 # attention is `softmax(v v^T)` instead of `softmax(q k^T)`: a token's value is most similar
 # to itself and to tokens like it, so the attention map is diagonal-heavy and patch tokens
-# stay local (`tpslab.backbone.Backbone.encode_image_vv`). The figure compares, in the last
+# stay local (`tpslab.backbone.core.Backbone.encode_image_vv`). The figure compares, in the last
 # block, where one defect patch attends under each. Below it, the maps of the AnomalyCLIP
 # trained in notebook 02.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tpslab import predictions
+from tpslab.evaluation import predictions
 
 METHODS = ["tps", "winclip"]
 CLASSES = ["bottle", "screw"]

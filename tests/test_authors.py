@@ -1,4 +1,4 @@
-"""tpslab.authors: loading a checkpoint in the authors' released format."""
+"""tpslab.methods.authors: loading a checkpoint in the authors' released format."""
 
 from __future__ import annotations
 

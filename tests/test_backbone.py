@@ -1,4 +1,4 @@
-"""tpslab.backbone: patch tokens, image embeddings, the prompt-aware text encoder."""
+"""tpslab.backbone.core: patch tokens, image embeddings, the prompt-aware text encoder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tpslab.backbone import build_backbone, default_layers, load_clip, resize_position_grid
+from tpslab.backbone.core import build_backbone, default_layers, load_clip, resize_position_grid
 from tpslab.utils import TPSLabError
 
 
@@ -106,7 +106,7 @@ def test_weights_from_a_file_and_from_local_dir(tmp_path, images):
     """The three ways weights arrive (tag, file, local-dir): file and local-dir work offline."""
     import json
 
-    from tpslab.backbone import CONFIG_DIR
+    from tpslab.backbone.core import CONFIG_DIR
 
     source = load_clip("tpslab-tiny", seed=7)
     torch.save(source.state_dict(), tmp_path / "tiny.pt")

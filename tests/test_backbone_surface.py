@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tpslab.backbone import build_backbone
+from tpslab.backbone.core import build_backbone
 from tpslab.utils import TPSLabError
 
 

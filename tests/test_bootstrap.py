@@ -1,4 +1,4 @@
-"""Tests for tpslab.bootstrap: weighted resample statistics against the exact metrics."""
+"""Tests for tpslab.metrics.bootstrap: weighted resample statistics against the exact metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tpslab import metrics
-from tpslab.bootstrap import PixelBootstrap, image_samples, interval, resample_counts
+from tpslab.metrics.bootstrap import PixelBootstrap, image_samples, interval, resample_counts
 
 N_NORMAL, N_ANOMALOUS, SIZE = 5, 7, 16
 LABELS = np.array([0] * N_NORMAL + [1] * N_ANOMALOUS)

@@ -1,4 +1,4 @@
-"""tpslab.checkpoint: the format round-trips; bad files are refused with a clear reason."""
+"""tpslab.methods.checkpoint: the format round-trips; bad files are refused with a clear reason."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import tpslab
-from tpslab.checkpoint import load_checkpoint, read_checkpoint, torch_load
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.train import TrainConfig, train
+from tpslab.methods.checkpoint import load_checkpoint, read_checkpoint, torch_load
+from tpslab.methods.train import TrainConfig, train
 from tpslab.utils import TPSLabError
 
 

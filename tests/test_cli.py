@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 import tpslab
-import tpslab.checkpoint
+import tpslab.methods.checkpoint
 from tpslab.cli import main
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.train import TrainConfig, train
+from tpslab.methods.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +83,12 @@ def test_train_with_a_profile_and_overrides(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert main(["train", str(tiny_data["train"]), "--profile", "smoke", "--set", "train.epochs=1",
                  "--set", "train.batch_size=16", "--classes", "brick,grass", "--out", str(out), "--quiet"]) == 0
-    ckpt = tpslab.checkpoint.read_checkpoint(out / "checkpoint.pt")
+    ckpt = tpslab.methods.checkpoint.read_checkpoint(out / "checkpoint.pt")
     assert ckpt["epoch"] == 1 and ckpt["train_config"]["batch_size"] == 16
     assert ckpt["train_config"]["lr_pathway"] == 1e-3 and ckpt["train_config"]["device"] == "cpu"  # the profile's
     assert main(["train", str(tiny_data["train"]), "--profile", "smoke", "--set", "train.epochs=1", "--epochs", "2",
                  "--out", str(tmp_path / "flag"), "--quiet"]) == 0  # an explicit flag wins over --set
-    assert tpslab.checkpoint.read_checkpoint(tmp_path / "flag" / "checkpoint.pt")["epoch"] == 2
+    assert tpslab.methods.checkpoint.read_checkpoint(tmp_path / "flag" / "checkpoint.pt")["epoch"] == 2
 
 
 def test_bad_settings_are_one_line(capsys, tiny_data, tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tpslab import methods
-from tpslab.checkpoint import read_checkpoint
 from tpslab.cli import main
+from tpslab.methods.checkpoint import read_checkpoint
 from tpslab.profiles import load_profile
 from tpslab.utils import TPSLabError
 

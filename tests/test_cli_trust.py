@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 import tpslab
-from tpslab.checkpoint import read_checkpoint
 from tpslab.cli import main
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.train import TrainConfig, train
+from tpslab.methods.checkpoint import read_checkpoint
+from tpslab.methods.train import TrainConfig, train
 from tpslab.utils import TPSLabError
 
 
@@ -240,7 +240,7 @@ def test_11_reproduce_only_says_what_to_run_first(capsys, tmp_path):
     (tmp_path / "res" / "data.json").write_text("{}")
     err = refused(capsys, ["reproduce", "--only", "03", "05", "--out", str(tmp_path / "res")], tmp_path)
     assert "train/main/checkpoint.pt: run 02 first" in err
-    from tpslab.reproduce import missing_inputs, notebook_sources
+    from tpslab.runs.reproduce import missing_inputs, notebook_sources
 
     assert missing_inputs(notebook_sources(["02", "05"]), tmp_path / "res") is None  # 02 runs first, 05 reads it
     assert missing_inputs(notebook_sources(["06"]), tmp_path / "res") is None  # 06 trains (or reuses) what it needs
@@ -249,7 +249,7 @@ def test_11_reproduce_only_says_what_to_run_first(capsys, tmp_path):
 def test_12_open_clip_errors_say_what_open_clip_said(monkeypatch):
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from tpslab import clip_loading
+    from tpslab.backbone import loading as clip_loading
 
     with pytest.raises(TPSLabError) as err:
         clip_loading.load_clip("tpslab-tiny", pretrained="no-such-tag")
@@ -266,8 +266,8 @@ def test_12_open_clip_errors_say_what_open_clip_said(monkeypatch):
 
 
 def test_12_reproduce_tries_to_download_weights_not_cached(monkeypatch, tmp_path, capsys):
-    from tpslab import reproduce
     from tpslab.profiles import load_profile
+    from tpslab.runs import reproduce
 
     profile = load_profile("course")
     monkeypatch.setattr(reproduce, "missing_weights", lambda p: "CLIP weights ViT-L-14-336 'openai' are not cached")
@@ -307,7 +307,7 @@ def test_18_help_imports_no_torch():
 
 
 def test_19_every_option_has_help_and_the_two_seeds_are_explained():
-    from tpslab.cli_args import build_parser
+    from tpslab.cli.args import build_parser
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, command in sub.choices.items():
@@ -323,7 +323,7 @@ def test_19_every_option_has_help_and_the_two_seeds_are_explained():
 
 
 def test_20_train_help_says_where_its_defaults_come_from():
-    from tpslab.cli_args import build_parser
+    from tpslab.cli.args import build_parser
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     text = " ".join(sub.choices["train"].format_help().split())
@@ -361,7 +361,7 @@ def test_21_ipywidgets_in_the_notebooks_extra():
 
 
 def test_22_load_checkpoint_is_in_eval_mode_and_the_demo_explains_image_auroc(checkpoint):
-    from tpslab.demo import RANDOM_CLIP_IMAGE_NOTE
+    from tpslab.cli.demo import RANDOM_CLIP_IMAGE_NOTE
 
     model = tpslab.load_checkpoint(checkpoint)
     assert not model.training and not any(m.training for m in model.modules())

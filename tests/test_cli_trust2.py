@@ -16,9 +16,9 @@ import pytest
 import torch
 from test_cli_trust import refused
 
-from tpslab.checkpoint import read_checkpoint
 from tpslab.cli import main
-from tpslab.cli_args import build_parser
+from tpslab.cli.args import build_parser
+from tpslab.methods.checkpoint import read_checkpoint
 from tpslab.utils import weights_arg
 
 TINY = ["--method", "clip", "--backbone", "tpslab-tiny", "--image-size", "64", "--quiet"]
@@ -203,7 +203,7 @@ def test_interrupting_predict_or_evaluate_says_nothing_of_epochs(capsys, monkeyp
 
 
 def test_missing_weights_are_one_short_line_at_once(capsys, monkeypatch, tiny_data, tmp_path):
-    from tpslab import reproduce
+    from tpslab.runs import reproduce
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(reproduce, "_missing_weights", lambda name, pretrained, keys=None: "not cached")
@@ -261,10 +261,10 @@ def test_small_messages(capsys, tiny_data, run, tmp_path):
 
 
 def test_cache_info_tells_entries_apart(tmp_path):
-    from tpslab import feature_cache as fc
+    from tpslab.backbone import cache as fc
 
     base = {"backbone": "tpslab-tiny", "weights": "random, seed 0", "image_size": 64, "layers": [1, 2],
-            "kind": "tpslab.model.TPS.encode_images"}
+            "kind": "tpslab.methods.tps.model.TPS.encode_images"}
     for key, embedding in (("k1", "open_clip"), ("k2", "authors")):
         (tmp_path / key / "ab").mkdir(parents=True)
         (tmp_path / key / "spec.json").write_text(json.dumps({**base, "image_embedding": embedding}))
@@ -310,7 +310,7 @@ def test_paper_dry_run_lists_one_missing_item_per_line(capsys, tmp_path):
 def test_anomalyclip_log_shows_only_the_rates_it_uses(tiny_data, tmp_path):
     from tpslab.data.dataset import AnomalyDataset
     from tpslab.methods import build_method
-    from tpslab.train import TrainConfig, train
+    from tpslab.methods.train import TrainConfig, train
 
     lines: list[str] = []
     model = build_method("anomalyclip", backbone="tpslab-tiny", pretrained=None, image_size=None)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tpslab import predictions
-from tpslab.compare import context, run_compare, write_comparison
-from tpslab.grid import ExecutorOptions, Job, is_finished, plan, prediction_folder, run_grid, train_folder
+from tpslab.evaluation import predictions
 from tpslab.profiles import PROFILE_DIR, load_profile
+from tpslab.runs.compare import context, run_compare, write_comparison
+from tpslab.runs.grid import ExecutorOptions, Job, is_finished, plan, prediction_folder, run_grid, train_folder
 
 FIVE = ["tps", "clip", "anomalyclip", "winclip", "musc"]
 
@@ -54,7 +54,7 @@ def test_plan_trains_before_predicting_and_replicates_only_trained_methods():
 
 
 def test_replicate_zero_is_the_notebooks_run_and_others_shift_the_seeds(tmp_path):
-    from tpslab.grid import train_settings
+    from tpslab.runs.grid import train_settings
 
     prof = load_profile("smoke", ["compare.seeds=2"])
     r0, r1 = Job("train", "tps", "tps", "train-domain", "main", 0), Job("train", "tps", "tps", "train-domain", "main", 1)
@@ -69,7 +69,7 @@ def test_replicate_zero_is_the_notebooks_run_and_others_shift_the_seeds(tmp_path
 
 
 def test_init_seed_changes_the_learned_parameters_only():
-    from tpslab.model import TPS, TPSConfig
+    from tpslab.methods.tps.model import TPS, TPSConfig
 
     a, b = TPS(TPSConfig()), TPS(TPSConfig(init_seed=5))
     same = TPS(TPSConfig(init_seed=1))  # None means seed + 1
@@ -109,7 +109,7 @@ def test_five_methods_both_protocols_intervals_and_figures(first_run):
 
 def test_reference_protocol_equals_evaluate(first_run, profile_file):
     """The numbers from stored predictions are what `tpslab evaluate` gives for the same model (float16 rounding)."""
-    from tpslab.evaluate import evaluate
+    from tpslab.evaluation.evaluate import evaluate
     from tpslab.methods import build_method
 
     out, data, result = first_run
@@ -178,7 +178,7 @@ def test_a_second_seed_gives_a_std_and_its_own_models(first_run, profile_file):
 
 
 def test_published_numbers_outside_the_interval_are_marked():
-    from tpslab.compare_tables import layout, long_table
+    from tpslab.reports.paper_tables import layout, long_table
 
     summary = pd.DataFrame([{"entry": "tps", "method": "tps", "dataset": "mvtec", "run": "main", "ablation": False,
                              "protocol": "reference", "metric": m, "mean": 80.0, "std": np.nan, "seeds": 1,
@@ -213,7 +213,8 @@ def test_bad_executor_settings_are_one_line(capsys, tmp_path):
 
 
 def test_an_interrupted_compare_says_how_to_continue(capsys, monkeypatch, tmp_path):
-    from tpslab import cli, compare
+    from tpslab import cli
+    from tpslab.runs import compare
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -99,8 +99,8 @@ def _wrong() -> dict[str, tuple[object, str]]:
 
 
 def _pixel_resampling(masks, maps, n_boot, seed):
-    from tpslab.bootstrap import interval
     from tpslab.metrics import pixel_auroc
+    from tpslab.metrics.bootstrap import interval
     rng = np.random.default_rng(seed)
     m, s = masks.ravel(), maps.ravel()
     stats = [pixel_auroc(m[i], s[i]) for i in (rng.integers(0, m.size, m.size) for _ in range(n_boot))]

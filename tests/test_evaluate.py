@@ -1,4 +1,4 @@
-"""tpslab.evaluate and tpslab.demo: per-class tables, smoothing, the end-to-end job on a tiny profile."""
+"""tpslab.evaluation.evaluate and tpslab.cli.demo: per-class tables, smoothing, the end-to-end job on a tiny profile."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import tpslab
-from tpslab.evaluate import ClassPredictions, default_sigma, evaluate, score_class, to_markdown, write_table
+from tpslab.evaluation.evaluate import ClassPredictions, default_sigma, evaluate, score_class, to_markdown, write_table
 
 
 def test_default_sigma_is_4px_at_518():
@@ -54,7 +54,7 @@ def test_write_table(tmp_path):
 
 def test_demo_end_to_end_on_a_tiny_profile(tmp_path):
     """The main job's plumbing on a profile small enough for a unit test (1 epoch, 6 images a class)."""
-    from tpslab.demo import run_demo
+    from tpslab.cli.demo import run_demo
     from tpslab.profiles import PROFILE_DIR
 
     smoke = yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text())

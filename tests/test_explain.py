@@ -1,4 +1,4 @@
-"""tpslab.explain: the read-outs are the model's own maps; numbers and errors."""
+"""tpslab.methods.tps.explain: the read-outs are the model's own maps; numbers and errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import tpslab
-from tpslab.explain import explain, layer_summary, patch_table
+from tpslab.methods.tps.explain import explain, layer_summary, patch_table
 from tpslab.utils import TPSLabError
 
 

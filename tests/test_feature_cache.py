@@ -1,4 +1,4 @@
-"""tpslab.feature_cache: content keys, hits and misses, invalidation, eviction, warm = cold training, the CLI."""
+"""tpslab.backbone.cache: content keys, hits and misses, invalidation, eviction, warm = cold training, the CLI."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import tpslab
-from tpslab import feature_cache as fc
+from tpslab.backbone import cache as fc
 from tpslab.cli import main
 from tpslab.data.dataset import AnomalyDataset, per_class_subset
 from tpslab.data.synthetic import make_synthetic
 from tpslab.methods import build_method
-from tpslab.train import TrainConfig, train
+from tpslab.methods.train import TrainConfig, train
 
 
 @pytest.fixture
@@ -178,8 +178,8 @@ def test_too_little_room_trains_without_the_cache(small, tmp_path, monkeypatch, 
 
 
 def test_dry_run_and_cache_info_state_the_disk_needed(small, capsys):
-    from tpslab.cache_plan import describe, feature_sets
-    from tpslab.compare import context
+    from tpslab.runs.cache_plan import describe, feature_sets
+    from tpslab.runs.compare import context
 
     ctx, prof = context("paper", (), None, None, locate=False)
     sets = feature_sets(prof, {})  # no meta.json: the published split sizes

@@ -1,4 +1,4 @@
-"""tpslab.inference and the streaming evaluation: precision, workers, smoothing, float16 maps, stage times."""
+"""tpslab.evaluation.inference and the streaming evaluation: precision, workers, smoothing, float16 maps, stage times."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from scipy.ndimage import gaussian_filter
 
 import tpslab
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.evaluate import EvalConfig, evaluate, evaluate_with, predict_dataset, score_class, smooth_maps
-from tpslab.inference import StageTimer, default_workers, resolve_precision, stream_maps
+from tpslab.evaluation.evaluate import EvalConfig, evaluate, evaluate_with, predict_dataset, score_class, smooth_maps
+from tpslab.evaluation.inference import StageTimer, default_workers, resolve_precision, stream_maps
 from tpslab.utils import TPSLabError
 
 CLS = "astronaut"  # a held-out class of the synthetic data

@@ -6,7 +6,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tpslab import lockfile
+from tpslab.dev import lockfile
 from tpslab.utils import TPSLabError
 
 

@@ -1,4 +1,4 @@
-"""tpslab.losses: focal and dice as the paper states them (Eq. 11), and equal to the literal (slow) version."""
+"""tpslab.methods.tps.losses: focal and dice as the paper states them (Eq. 11), and equal to the literal (slow) version."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tpslab.losses import dice_loss, focal_loss, image_loss, segmentation_loss, tps_loss, upsample_anomalous
-from tpslab.model import TPSOutput, upsample_probs
+from tpslab.methods.tps.losses import dice_loss, focal_loss, image_loss, segmentation_loss, tps_loss, upsample_anomalous
+from tpslab.methods.tps.model import TPSOutput, upsample_probs
 
 # -- the literal version: two-channel maps per layer, one-hot targets, one Dice per channel ----------
 

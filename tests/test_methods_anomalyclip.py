@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tpslab.authors import load_anomalyclip_checkpoint
 from tpslab.methods import build_method
 from tpslab.methods.anomalyclip import AnomalyCLIP, AnomalyCLIPConfig
-from tpslab.model import upsample_probs
-from tpslab.prompts import PromptLearner, learned_sentences
-from tpslab.train import batch_loss
+from tpslab.methods.authors import load_anomalyclip_checkpoint
+from tpslab.methods.tps.model import upsample_probs
+from tpslab.methods.tps.prompts import PromptLearner, learned_sentences
+from tpslab.methods.train import batch_loss
 from tpslab.utils import TPSLabError
 
 TINY = dict(backbone="tpslab-tiny", pretrained=None, image_size=None)
@@ -77,7 +77,7 @@ def test_forward_features_and_predict(model, images):
 
 
 def _loss(model, feats, masks, labels):
-    """The loss the training loop minimises (tpslab.train.batch_loss: tps_loss with the model's layer weight)."""
+    """The loss the training loop minimises (tpslab.methods.train.batch_loss: tps_loss with the model's layer weight)."""
     return batch_loss(model, feats, masks, labels, torch.ones(len(labels), dtype=torch.bool)).total
 
 
@@ -165,7 +165,7 @@ def test_a_prebuilt_backbone_is_shared(images):
 
 def test_attention_weights_match_open_clip_and_the_vv_definition():
     """q-k weights equal nn.MultiheadAttention's own (averaged over heads); V-V rows are a softmax of v v^T."""
-    from tpslab.backbone import build_backbone
+    from tpslab.backbone.core import build_backbone
     from tpslab.methods.anomalyclip import attention_weights
 
     bb = build_backbone("tpslab-ref24", None, seed=0, quick_gelu=True)

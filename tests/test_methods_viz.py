@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tpslab.backbone import build_backbone
+from tpslab.backbone.core import build_backbone
 from tpslab.methods.anomalyclip import attention_weights
 from tpslab.methods.musc_ops import lnamd, msm, nearest_distances
 from tpslab.methods.viz import attention_summary, plot_attention, plot_mutual_scores

@@ -11,7 +11,8 @@ from scipy import ndimage
 from skimage import measure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-from tpslab import metrics, pixel_pool
+from tpslab import metrics
+from tpslab.metrics import pixel_pool
 
 # --------------------------------------------------------------------------- helpers
 

@@ -1,4 +1,4 @@
-"""tpslab.model, prompts and pathway: shapes, the scores of Eq. 9-10, the two variants, ablations."""
+"""tpslab.methods.tps.model, prompts and pathway: shapes, the scores of Eq. 9-10, the two variants, ablations."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import tpslab
-from tpslab import prompts
-from tpslab.model import TPSConfig, anomaly_map, upsample_probs
-from tpslab.pathway import Pathway
+from tpslab.methods.tps import prompts
+from tpslab.methods.tps.model import TPSConfig, anomaly_map, upsample_probs
+from tpslab.methods.tps.pathway import Pathway
 from tpslab.utils import TPSLabError
 
 

@@ -14,9 +14,9 @@ import jupytext
 import nbformat
 import pytest
 
-from tpslab import paper_numbers
 from tpslab.profiles import load_profile
-from tpslab.reproduce import preflight
+from tpslab.reports import paper_numbers
+from tpslab.runs.reproduce import preflight
 from tpslab.utils import TPSLabError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -32,14 +32,14 @@ def _code(nb) -> list[str]:
 def test_the_numbered_notebooks_exist_in_both_forms():
     assert [p.stem for p in SOURCES] == EXPECTED
     for py in SOURCES:
-        assert py.with_suffix(".ipynb").is_file(), f"{py.name}: no {py.with_suffix('.ipynb').name} (run `python -m tpslab.reproduce sync`)"
+        assert py.with_suffix(".ipynb").is_file(), f"{py.name}: no {py.with_suffix('.ipynb').name} (run `python -m tpslab.runs.reproduce sync`)"
 
 
 @pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
 def test_py_and_ipynb_have_the_same_code(py: Path):
     paired, stored = jupytext.read(py), nbformat.read(py.with_suffix(".ipynb"), as_version=4)
     assert _code(paired) == _code(stored), (f"{py.name} and its .ipynb differ in code: rebuild it with "
-                                            f"`python -m tpslab.reproduce sync {py.stem[:2]}`")
+                                            f"`python -m tpslab.runs.reproduce sync {py.stem[:2]}`")
     assert "py:percent" in json.dumps(paired.metadata.get("jupytext", {}))
 
 
@@ -77,7 +77,7 @@ def test_notebook_shape(py: Path):
 def test_committed_ipynb_is_executed_and_clean(py: Path):
     nb = nbformat.read(py.with_suffix(".ipynb"), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "run `python -m tpslab.reproduce sync`"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "run `python -m tpslab.runs.reproduce sync`"
     assert "papermill" not in nb.metadata and all("papermill" not in c.metadata for c in nb.cells)
     for c in code:
         errors = [o for o in c.outputs if o.output_type == "error"]

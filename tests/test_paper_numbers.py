@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tpslab import paper_numbers as pn
+from tpslab.reports import paper_numbers as pn
 
 
 def test_every_baseline_cell_has_a_known_source():
@@ -39,7 +39,7 @@ def test_unknown_cell_is_an_error():
 
 
 def test_layout_marks_cells_without_source():
-    from tpslab.compare_tables import layout, long_table
+    from tpslab.reports.paper_tables import layout, long_table
 
     summary = pd.DataFrame([{"entry": "tps", "method": "tps", "dataset": "synthetic", "run": "main", "ablation": False,
                              "protocol": "reference", "metric": m, "mean": v, "std": float("nan"), "seeds": 1,

@@ -1,11 +1,11 @@
-"""tpslab.portable: trained numbers collected from a results folder, compared within per-group tolerances."""
+"""tpslab.dev.portable: trained numbers collected from a results folder, compared within per-group tolerances."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from tpslab import portable
+from tpslab.dev import portable
 from tpslab.utils import TPSLabError
 
 
@@ -74,4 +74,4 @@ def test_ci_runs_the_portable_notebooks_after_the_tests():
     assert "make test" in ci and "make nbval-portable" in ci
     assert ci.index("make nbval-portable") > ci.index("make test")
     makefile = (portable.ROOT / "Makefile").read_text()
-    assert "ATEN_CPU_CAPABILITY=default" in makefile and "tpslab.portable check" in makefile
+    assert "ATEN_CPU_CAPABILITY=default" in makefile and "tpslab.dev.portable check" in makefile

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tpslab.evaluate import EvalConfig
+from tpslab.evaluation.evaluate import EvalConfig
 from tpslab.profiles import (
     AblationConfig,
     DataConfig,

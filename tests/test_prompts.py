@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tpslab.backbone import build_backbone
-from tpslab.prompts import PromptLearner, learned_sentences
+from tpslab.backbone.core import build_backbone
+from tpslab.methods.tps.prompts import PromptLearner, learned_sentences
 
 
 def test_fp16_deep_prompts_round_each_sentences_gradient():

@@ -9,9 +9,9 @@ import pytest
 
 from tests.fake_results import CLASSES, make_results
 from tpslab.cli import main
-from tpslab.report.build import build
-from tpslab.report.collect import collect
-from tpslab.report.gallery import pick
+from tpslab.site.build import build
+from tpslab.site.collect import collect
+from tpslab.site.gallery import pick
 from tpslab.utils import TPSLabError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_results import make_results
-from tpslab.report.build import build
+from tpslab.site.build import build
 
 CHROMIUM = os.environ.get("TPSLAB_CHROMIUM", "/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the `playwright` package (pip install playwright)")

@@ -1,4 +1,4 @@
-"""Tests for tpslab.smoothing: the torch Gaussian blur against scipy.ndimage.gaussian_filter."""
+"""Tests for tpslab.evaluation.smoothing: the torch Gaussian blur against scipy.ndimage.gaussian_filter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from tpslab.smoothing import gaussian_blur, reflect_indices
+from tpslab.evaluation.smoothing import gaussian_blur, reflect_indices
 
 
 def scipy_blur(maps: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""tpslab.train: the recipe, determinism, atomic checkpoints and resuming."""
+"""tpslab.methods.train: the recipe, determinism, atomic checkpoints and resuming."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import tpslab
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.train import TrainConfig, epoch_order, make_optimizer, train
+from tpslab.methods.train import TrainConfig, epoch_order, make_optimizer, train
 from tpslab.utils import TPSLabError
 
 FAST = dict(batch_size=8, lr_pathway=1e-3, cache_features=True, device="cpu")

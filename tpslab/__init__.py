@@ -18,10 +18,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {  # name -> the module that defines it
-    "TPS": "tpslab.model", "Prediction": "tpslab.model", "TPSConfig": "tpslab.configs",
-    "build_model": "tpslab.model", "TrainConfig": "tpslab.configs", "train": "tpslab.train",
-    "TPSLabError": "tpslab.utils", "load_checkpoint": "tpslab.checkpoint",
-    "load_authors_checkpoint": "tpslab.authors",
+    "TPS": "tpslab.methods.tps.model", "Prediction": "tpslab.methods.tps.model", "TPSConfig": "tpslab.configs",
+    "build_model": "tpslab.methods.tps.model", "TrainConfig": "tpslab.configs", "train": "tpslab.methods.train",
+    "TPSLabError": "tpslab.utils", "load_checkpoint": "tpslab.methods.checkpoint",
+    "load_authors_checkpoint": "tpslab.methods.authors",
 }
 __all__ = ["TPS", "TPSConfig", "Prediction", "TrainConfig", "TPSLabError", "build_model", "load_checkpoint",
            "load_authors_checkpoint", "train"]

@@ -2,7 +2,8 @@
 
 ``TPSConfig`` (what defines a TPS model, saved in every checkpoint), ``TrainConfig`` (the
 training recipe) and ``EvalConfig`` (how a model is evaluated) live here rather than beside
-the code that uses them (:mod:`tpslab.model`, :mod:`tpslab.train`, :mod:`tpslab.evaluate`,
+the code that uses them (:mod:`tpslab.methods.tps.model`, :mod:`tpslab.methods.train`,
+:mod:`tpslab.evaluation.evaluate`,
 which re-export them) so that the command line can show their defaults in ``--help``
 without importing torch or open_clip.
 """

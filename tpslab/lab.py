@@ -30,15 +30,15 @@ import torch
 
 import tpslab
 from tpslab import viz
-from tpslab.checkpoint import CHECKPOINT, load_checkpoint
 from tpslab.data.dataset import AnomalyDataset, Examples, load_examples, per_class_subset, pick_examples
 from tpslab.data.meta import class_counts as meta_counts
 from tpslab.data.meta import load_meta
-from tpslab.evaluate import ClassPredictions, evaluate_with, localisation_quality, to_markdown, write_table
+from tpslab.evaluation.evaluate import ClassPredictions, evaluate_with, localisation_quality, to_markdown, write_table
 from tpslab.methods import TRAINED, build_method, method_module
 from tpslab.methods.base import Detector
+from tpslab.methods.checkpoint import CHECKPOINT, load_checkpoint
+from tpslab.methods.train import TrainConfig, train
 from tpslab.profiles import Profile, data_root, load_profile, locate_datasets, results_root
-from tpslab.train import TrainConfig, train
 from tpslab.utils import TPSLabError, atomic_write_json, project_path, resolve_device, seed_everything, shown
 
 RUN_FILE = "run.json"  # beside each checkpoint: what it was trained with
@@ -73,7 +73,7 @@ class Lab:
         print(f"saved tables/{name}.csv, .md" + (", .tex" if latex else ""))
 
     def evaluate(self, model: Detector, dataset: str, **kwargs: Any) -> pd.DataFrame:
-        """``tpslab.evaluate.evaluate`` on a located data set, with the profile's settings."""
+        """``tpslab.evaluation.evaluate.evaluate`` on a located data set, with the profile's settings."""
         cfg = replace(self.profile.evaluate, device=self.device)
         return evaluate_with(model, self.datasets()[dataset], cfg, dataset_name=dataset, progress=False, **kwargs)
 
@@ -187,7 +187,7 @@ def slug(name: str) -> str:
 def evaluate_with_cases(lab: Lab, model: Detector, dataset: str, n: int) -> tuple[pd.DataFrame, dict[str, Examples]]:
     """Per-class metrics (as :meth:`Lab.evaluate`) plus the best and the worst localised test images.
 
-    Each image with a mask is ranked by :func:`tpslab.evaluate.localisation_quality`; the
+    Each image with a mask is ranked by :func:`tpslab.evaluation.evaluate.localisation_quality`; the
     ``n`` good (and bad) cases are picked with :func:`tpslab.data.dataset.pick_examples`
     from the ranking, anomalous first. Each case's quality is in its item's ``"quality"``.
 

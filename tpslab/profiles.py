@@ -4,9 +4,9 @@
 * ``course``: ViT-B-16 ``openai`` at 224, small data, a laptop CPU;
 * ``paper``: ViT-L-14-336 ``openai`` at 518, the paper's data sets and recipe, a GPU.
 
-A profile names the model settings (:class:`tpslab.model.TPSConfig` fields), the training
-recipe (:class:`tpslab.train.TrainConfig` fields), the data (:class:`DataConfig`), the
-evaluation (:class:`tpslab.evaluate.EvalConfig`), and what the notebooks do
+A profile names the model settings (:class:`tpslab.methods.tps.model.TPSConfig` fields), the training
+recipe (:class:`tpslab.methods.train.TrainConfig` fields), the data (:class:`DataConfig`), the
+evaluation (:class:`tpslab.evaluation.evaluate.EvalConfig`), and what the notebooks do
 (:class:`NotebookConfig`, :class:`AblationConfig`), and the baselines' settings (``methods:``, one entry per
 method of :mod:`tpslab.methods`, checked by its ``Settings``). Every section rejects unknown keys;
 ``overrides`` (``section.key=value``, as ``tpslab train --set`` takes them) change any value.

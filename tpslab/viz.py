@@ -26,8 +26,8 @@ from tpslab.data.dataset import Examples  # noqa: E402
 from tpslab.utils import atomic_path  # noqa: E402
 
 if TYPE_CHECKING:
-    from tpslab.explain import Explanation
-    from tpslab.model import TPS
+    from tpslab.methods.tps.explain import Explanation
+    from tpslab.methods.tps.model import TPS
 
 SYNTHETIC_LABEL = "synthetic data, tiny CLIP with random weights: not paper numbers"
 
@@ -197,7 +197,7 @@ def example_figure(model: TPS, examples: Examples, title: str, label: str | None
         notes: one more caption line per example (e.g. its localisation quality).
         device: where the model runs.
     """
-    from tpslab.evaluate import predict_dataset
+    from tpslab.evaluation.evaluate import predict_dataset
 
     p = predict_dataset(model, examples.items, len(examples.items), None, device, progress=False)
     captions = [f"{c}\n{'anomalous' if y else 'normal'}, score {s:.2f}" + (f"\n{notes[j]}" if notes else "")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from tpslab.course.checks import exercise, expect, seeds
-from tpslab.model import image_logits, patch_logits
+from tpslab.methods.tps.model import image_logits, patch_logits
 
 T = 0.07
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from tpslab.course.checks import exercise, expect, seeds
-from tpslab.losses import dice_loss, focal_loss
+from tpslab.methods.tps.losses import dice_loss, focal_loss
 
 
 def _probs(seed: int, b: int = 2, size: int = 12, empty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

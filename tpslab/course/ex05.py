@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from tpslab.course.checks import Mistake, exercise, expect, seeds
-from tpslab.pathway import Pathway
+from tpslab.methods.tps.pathway import Pathway
 
 DIM, HEADS = 32, 4
 

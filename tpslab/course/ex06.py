@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from tpslab.bootstrap import image_samples, interval, resample_counts
 from tpslab.course.checks import Mistake, exercise, expect, seeds
 from tpslab.metrics import pixel_auroc
+from tpslab.metrics.bootstrap import image_samples, interval, resample_counts
 
 N_BOOT = 50
 

@@ -2,19 +2,19 @@
 
 AnomalyCLIP is TPS without shunt prompts and pathway, plus DPAM; it shares TPS's parts:
 
-* **prompts** (:class:`tpslab.prompts.PromptLearner`): one learner with the two sentences
+* **prompts** (:class:`tpslab.methods.tps.prompts.PromptLearner`): one learner with the two sentences
   ``X1..X12 object.`` / ``X1..X12 damaged object.`` (:data:`STATES`), 12 learnable context
   vectors per sentence, deep text prompts at text layers 2..9 (4 vectors each, cast through
   fp16 as the reference) and the reference's unused ``Linear(W, 896)`` layers (checkpoints only);
 * **DPAM**: patch tokens of the V-V attention stream that runs beside CLIP from block 6 on
-  (:meth:`tpslab.backbone.Backbone.encode_image_vv`); the image embedding is the final class
+  (:meth:`tpslab.backbone.core.Backbone.encode_image_vv`); the image embedding is the final class
   token @ proj *without* ln_post, as the reference computes it;
-* **scores** as TPS's image and patch scores (:mod:`tpslab.model` ``image_logits``, ``patch_logits``),
+* **scores** as TPS's image and patch scores (:mod:`tpslab.methods.tps.model` ``image_logits``, ``patch_logits``),
   with the same learned features for image and patches::
 
       C = softmax([<v, t^n>, <v, t^a>] / 0.07),   S_i = softmax([<z_p, t^n>, <z_p, t^a>] / 0.07)
 
-  map = sum over the used blocks of ``(S_i[a] + 1 - S_i[n]) / 2`` (:func:`tpslab.model.anomaly_map`);
+  map = sum over the used blocks of ``(S_i[a] + 1 - S_i[n]) / 2`` (:func:`tpslab.methods.tps.model.anomaly_map`);
 * **loss and training**: the same focal + Dice + CE losses and the same loop as TPS. The model
   exposes TPS's training surface (``encode_images``, ``forward_features`` -> ``TPSOutput``,
   ``trainable_state_dict``, ``config.to_dict()``) and one extra number, ``config.layer_weight``
@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tpslab.backbone import Backbone, ImageFeatures, load_clip
+from tpslab.backbone.core import Backbone, ImageFeatures, load_clip
 from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, learnable_seed, scaled_sigma
-from tpslab.model import TPSOutput, image_logits, make_preprocess, output_to_prediction, patch_logits
-from tpslab.prompts import PromptLearner, deep_prompt_layers, learned_sentences
+from tpslab.methods.tps.model import TPSOutput, image_logits, make_preprocess, output_to_prediction, patch_logits
+from tpslab.methods.tps.prompts import PromptLearner, deep_prompt_layers, learned_sentences
 from tpslab.utils import SettingsDict, TPSLabError
 
 STATES = ("{}", "damaged {}")  # (normal, anomalous); "{}" is the object-agnostic noun
@@ -180,7 +180,7 @@ def attention_weights(backbone: Backbone, images: torch.Tensor, block: int) -> d
 
     Both are computed from the same input, ``ln_1`` of the q-k stream entering ``block``:
     ``softmax(q k^T / sqrt(d_head))`` is what CLIP uses; ``softmax(v v^T / sqrt(d_head))`` is what
-    DPAM uses (:meth:`tpslab.backbone.Backbone.encode_image_vv`). V-V attention keeps each token
+    DPAM uses (:meth:`tpslab.backbone.core.Backbone.encode_image_vv`). V-V attention keeps each token
     close to tokens with similar values, so patch tokens stay local instead of drifting to a few
     global "sink" tokens, which is why AnomalyCLIP's maps localise better than CLIP's.
 

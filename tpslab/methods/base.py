@@ -80,7 +80,7 @@ class Detector(nn.Module):
     transductive: ClassVar[bool] = False  # scores a whole class at once (predict_set)
 
     settings: Any
-    backbone: nn.Module  # the frozen CLIP (:class:`tpslab.backbone.Backbone`)
+    backbone: nn.Module  # the frozen CLIP (:class:`tpslab.backbone.core.Backbone`)
 
     @property
     def image_size(self) -> int:

@@ -10,7 +10,7 @@ vision side. What tpslab chose (docs/baselines.md#decision-8-1):
 * image score = softmax over [normal, anomalous] of cos(v, t) / 0.07, with ``v`` open_clip's
   image embedding (ln_post + proj on the final class token), all vectors L2-normalised;
 * map: the last block's patch tokens through ln_post + proj, the same softmax per patch,
-  P(anomalous) bilinearly upsampled to the input size (:func:`tpslab.model.upsample_probs`);
+  P(anomalous) bilinearly upsampled to the input size (:func:`tpslab.methods.tps.model.upsample_probs`);
 * reference protocol: Gaussian sigma 4 at 518 px (AnomalyCLIP's test.py), scaled to the input.
 
 On real weights expect a near-chance or even *inverted* pixel AUROC (AnomalyCLIP's table: 38.4
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tpslab.backbone import Backbone, load_clip
+from tpslab.backbone.core import Backbone, load_clip
 from tpslab.methods.base import Detector, EvalProtocol, Prediction, check_class_names, scaled_sigma
-from tpslab.model import anomaly_map, make_preprocess, upsample_probs
+from tpslab.methods.tps.model import anomaly_map, make_preprocess, upsample_probs
 from tpslab.utils import SettingsDict
 
 TEMPLATES = ("a photo of a normal {}.", "a photo of an anomalous {}.")  # (normal, anomalous)

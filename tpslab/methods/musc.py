@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tpslab.backbone import Backbone, build_backbone, default_layers
+from tpslab.backbone.core import Backbone, build_backbone, default_layers
 from tpslab.data.dataset import MASK_RULES
 from tpslab.methods.base import Detector, EvalProtocol, Prediction
 from tpslab.methods.musc_ops import (
@@ -54,7 +54,7 @@ from tpslab.methods.musc_ops import (
     msm_ranks,
     rscin,
 )
-from tpslab.model import make_preprocess
+from tpslab.methods.tps.model import make_preprocess
 from tpslab.utils import SettingsDict, TPSLabError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ normal prompt t_n and the mean anomalous prompt t_a (:mod:`tpslab.methods.wincli
 
 * the **image score** is s of the image embedding (anomalib ``torch_model.py:296``, zqhang ``:422``);
 * **window scores**: every 2x2 and every 3x3 window of the patch grid (stride 1 patch) gets its
-  own embedding by token selection (:meth:`tpslab.backbone.Backbone.encode_windows`) and its score s;
+  own embedding by token selection (:meth:`tpslab.backbone.core.Backbone.encode_windows`) and its score s;
 * per scale, each patch gets the **harmonic mean** of the scores of the windows covering it
   (:func:`harmonic_aggregation`, anomalib ``utils.py:169-212``);
 * the zero-shot **map** is the harmonic mean of the 2x2 map, the 3x3 map and the image score
@@ -31,10 +31,10 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from tpslab.backbone import Backbone, build_backbone
+from tpslab.backbone.core import Backbone, build_backbone
 from tpslab.methods.base import Detector, EvalProtocol, Prediction, check_class_names
+from tpslab.methods.tps.model import make_preprocess
 from tpslab.methods.winclip_prompts import CLASS_WORDS, TEMPLATES, class_word, prompt_ensemble
-from tpslab.model import make_preprocess
 from tpslab.utils import SettingsDict, TPSLabError
 
 REFERENCE_BACKBONE = "ViT-B-16-plus-240"  # anomalib torch_model.py:47

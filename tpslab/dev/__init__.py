@@ -1,0 +1,1 @@
+"""Developer tools: the dependency lock file and the portable check of trained numbers."""
