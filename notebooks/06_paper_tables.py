@@ -42,10 +42,9 @@ data_dir = None  # None: $TPSLAB_DATA or data/
 # %%
 # NBVAL_IGNORE_OUTPUT
 import tpslab.lab
-from tpslab.runs import grid
-from tpslab.runs import compare
+from tpslab.runs import compare, plan, score
 from tpslab.reports import paper_numbers
-from tpslab.reports import paper_tables as compare_tables
+from tpslab.reports import paper_tables
 from tpslab.utils import shown
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
@@ -64,7 +63,7 @@ lab = tpslab.lab.setup(profile, results_dir, data_dir)
 # %%
 # NBVAL_CHECK_OUTPUT
 ctx, prof = compare.context(profile, out=lab.out, data=lab.data)
-jobs = grid.plan(prof)
+jobs = plan.plan(prof)
 print(f"{len(jobs)} jobs; replicates of the trained methods: {prof.compare.seeds}; "
       f"bootstrap: {prof.compare.n_boot} resamples per class, seed {prof.compare.boot_seed}")
 for job in jobs:
@@ -86,7 +85,7 @@ summary = result.summary
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for name, p in compare.protocols(prof).items():
+for name, p in score.protocols(prof).items():
     sigma = "its own" if p.sigma is None else f"{p.sigma:.2f} px"
     print(f"{name}: input size {p.image_size or 'its own'}, sigma {sigma}, masks {p.mask_rule or 'its own rule'}, "
           f"AUPRO {p.aupro_method}")
@@ -102,7 +101,7 @@ for name, p in compare.protocols(prof).items():
 # %%
 # trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 table1 = result.tables["table1_reference"]
-print(compare_tables.rows_run(table1).to_string(index=False))
+print(paper_tables.rows_run(table1).to_string(index=False))
 
 # %% [markdown]
 # Every number with its interval, from the long table (`table1_reference_long.csv`):
@@ -127,7 +126,7 @@ lab.save_figure(result.figures["table1_reference"], "06_table1")
 # %%
 # trained numbers: checked by tpslab.dev.portable (tests/notebook_numbers.csv), not by nbval
 table2 = result.tables["table2_reference"]
-print(compare_tables.rows_run(table2).to_string(index=False))
+print(paper_tables.rows_run(table2).to_string(index=False))
 long2 = result.tables["table2_reference_long"]
 print(long2[["dataset", "method", "metric", "ours", "ci_low", "ci_high", "published"]].round(1).to_string(index=False))
 

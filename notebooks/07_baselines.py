@@ -54,7 +54,7 @@ from tpslab.data.dataset import AnomalyDataset, Examples, load_examples
 from tpslab.methods.anomalyclip import attention_weights
 from tpslab.methods.clip import sentences
 from tpslab.methods.musc_ops import lnamd, msm, nearest_distances
-from tpslab.methods.viz import (
+from tpslab.viz.baselines import (
     attention_summary,
     explain_windows,
     plot_attention,

@@ -33,7 +33,7 @@ def make_results(root: Path, complete: bool = True, n: int = 12, size: int = 16)
                 (data / p).parent.mkdir(parents=True, exist_ok=True)
                 if not (data / p).exists():
                     Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(data / p)
-            run = predictions.ClassRun(rng.random(n).astype(np.float32) + labels,
+            run = predictions.ClassPredictions(rng.random(n).astype(np.float32) + labels,
                                        rng.random((n, size, size)).astype(np.float16), labels,
                                        labels.astype(bool), paths, ["good" if v == 0 else "scratch" for v in labels])
             predictions.save_class(folder, cls, run)

@@ -203,10 +203,10 @@ def test_interrupting_predict_or_evaluate_says_nothing_of_epochs(capsys, monkeyp
 
 
 def test_missing_weights_are_one_short_line_at_once(capsys, monkeypatch, tiny_data, tmp_path):
-    from tpslab.runs import reproduce
+    from tpslab.backbone import loading
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(reproduce, "_missing_weights", lambda name, pretrained, keys=None: "not cached")
+    monkeypatch.setattr(loading, "missing_weights_reason", lambda name, pretrained, keys=None: "not cached")
     t0 = time.time()
     err = refused(capsys, ["evaluate", str(tiny_data["heldout"]), "--method", "clip", "--backbone", "ViT-B-16",
                            "--pretrained", "openai", "--quiet"], tmp_path)
@@ -261,7 +261,7 @@ def test_small_messages(capsys, tiny_data, run, tmp_path):
 
 
 def test_cache_info_tells_entries_apart(tmp_path):
-    from tpslab.backbone import cache as fc
+    from tpslab.backbone import cache_admin
 
     base = {"backbone": "tpslab-tiny", "weights": "random, seed 0", "image_size": 64, "layers": [1, 2],
             "kind": "tpslab.methods.tps.model.TPS.encode_images"}
@@ -269,7 +269,7 @@ def test_cache_info_tells_entries_apart(tmp_path):
         (tmp_path / key / "ab").mkdir(parents=True)
         (tmp_path / key / "spec.json").write_text(json.dumps({**base, "image_embedding": embedding}))
         (tmp_path / key / "ab" / "x.pt").write_bytes(b"0")
-    whats = [m["what"] for m in fc.info(tmp_path)["models"].values()]
+    whats = [m["what"] for m in cache_admin.info(tmp_path)["models"].values()]
     assert len(set(whats)) == 2 and any("image_embedding=authors" in w for w in whats), whats
 
 

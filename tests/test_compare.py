@@ -12,7 +12,8 @@ import yaml
 from tpslab.evaluation import predictions
 from tpslab.profiles import PROFILE_DIR, load_profile
 from tpslab.runs.compare import context, run_compare, write_comparison
-from tpslab.runs.grid import ExecutorOptions, Job, is_finished, plan, prediction_folder, run_grid, train_folder
+from tpslab.runs.execute import ExecutorOptions, run_grid
+from tpslab.runs.plan import Job, is_finished, plan, prediction_folder, train_folder
 
 FIVE = ["tps", "clip", "anomalyclip", "winclip", "musc"]
 
@@ -36,7 +37,7 @@ def profile_file(tmp_path_factory):
 def first_run(profile_file, tmp_path_factory):
     """One full local run: (results folder, data folder, the Comparison)."""
     root = tmp_path_factory.mktemp("compare")
-    result = run_compare(profile_file, out=root / "res", data=root / "data", progress=False, say=lambda s: None)
+    result = run_compare(profile_file, out=root / "res", data=root / "data", progress=False)
     return root / "res", root / "data", result
 
 
@@ -54,7 +55,7 @@ def test_plan_trains_before_predicting_and_replicates_only_trained_methods():
 
 
 def test_replicate_zero_is_the_notebooks_run_and_others_shift_the_seeds(tmp_path):
-    from tpslab.runs.grid import train_settings
+    from tpslab.runs.plan import train_settings
 
     prof = load_profile("smoke", ["compare.seeds=2"])
     r0, r1 = Job("train", "tps", "tps", "train-domain", "main", 0), Job("train", "tps", "tps", "train-domain", "main", 1)
@@ -128,7 +129,7 @@ def test_rerun_reuses_everything_and_an_interrupted_job_resumes(first_run, profi
     ctx, prof = context(profile_file, out=out, data=data)
     jobs = plan(prof)
     assert all(is_finished(ctx, j, prof) for j in jobs)
-    assert run_grid(ctx, jobs, say=lambda s: None) == []  # nothing recomputed
+    assert run_grid(ctx, jobs) == []  # nothing recomputed
     # an interruption: one job lost its last class and its done.json
     job = next(j for j in jobs if j.kind == "predict" and j.entry == "musc")
     folder = prediction_folder(out, job)
@@ -136,7 +137,7 @@ def test_rerun_reuses_everything_and_an_interrupted_job_resumes(first_run, profi
     keep = {c: predictions.class_file(folder, c).stat().st_mtime_ns for c in list(done)[:-1]}
     (folder / predictions.DONE).unlink()
     predictions.class_file(folder, list(done)[-1]).unlink()
-    ran = run_grid(ctx, jobs, say=lambda s: None)
+    ran = run_grid(ctx, jobs)
     assert ran == [job]
     assert {c: predictions.class_file(folder, c).stat().st_mtime_ns for c in keep} == keep  # finished classes kept
     again = write_comparison(ctx, prof, jobs)
@@ -162,14 +163,14 @@ def test_local_parallel_and_slurm_debug_give_the_same_tables(first_run, profile_
         shutil.copytree(out / "train", copy / "train")  # the trained models; every prediction is made again
         shutil.copytree(out / "ablation", copy / "ablation")
         opts = ExecutorOptions(kind, jobs=2, cluster=cluster, partition="gpu", gpus=1, time_min=10)
-        got = run_compare(profile_file, out=copy, data=data, executor=opts, progress=False, say=lambda s: None)
+        got = run_compare(profile_file, out=copy, data=data, executor=opts, progress=False)
         pd.testing.assert_frame_equal(got.summary, result.summary, check_exact=False, atol=1e-9)
 
 
 def test_a_second_seed_gives_a_std_and_its_own_models(first_run, profile_file):
     out, data, _ = first_run
     got = run_compare(profile_file, ["compare.seeds=2", "compare.ablation=false", "compare.methods=[tps]"], out=out,
-                      data=data, progress=False, say=lambda s: None)
+                      data=data, progress=False)
     tps = got.summary[(got.summary["entry"] == "tps") & (got.summary["protocol"] == "reference")]
     assert (tps["seeds"] == 2).all() and tps["std"].notna().all() and (tps["std"] > 0).any()
     assert (out / "compare" / "train" / "tps-main-r1" / "checkpoint.pt").is_file()

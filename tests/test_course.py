@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from tpslab.course.build import BEGIN, build, sources
-from tpslab.course.checks import all_ids, run
 from tpslab.course.grade import columns, grade, grade_notebook
 from tpslab.course.questions import HASHES
+from tpslab.course.runner import all_ids, run
 from tpslab.utils import TPSLabError
 
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 import tpslab
-from tpslab.evaluation.evaluate import ClassPredictions, default_sigma, evaluate, score_class, to_markdown, write_table
+from tpslab.evaluation.evaluate import ClassPredictions, default_sigma, evaluate, score_class
+from tpslab.reports.tables import to_markdown, write_table
 
 
 def test_default_sigma_is_4px_at_518():

@@ -8,7 +8,7 @@ import torch
 from tpslab.backbone.core import build_backbone
 from tpslab.methods.anomalyclip import attention_weights
 from tpslab.methods.musc_ops import lnamd, msm, nearest_distances
-from tpslab.methods.viz import attention_summary, plot_attention, plot_mutual_scores
+from tpslab.viz.baselines import attention_summary, plot_attention, plot_mutual_scores
 
 
 def test_attention_figure_and_summary(images):

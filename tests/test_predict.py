@@ -1,4 +1,4 @@
-"""tpslab.evaluation.predict through ``tpslab predict``: unique outputs, mask folders skipped, original-size panels, maps."""
+"""tpslab.runs.predict through ``tpslab predict``: unique outputs, mask folders skipped, original-size panels, maps."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image
 import tpslab
 from tpslab.cli import main
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.evaluation.predict import COLUMNS, collect_images
 from tpslab.methods.train import TrainConfig, train
+from tpslab.runs.predict import COLUMNS, collect_images
 
 
 @pytest.fixture(scope="module")

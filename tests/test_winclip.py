@@ -182,7 +182,7 @@ def test_protocol_settings_and_errors(winclip, images):
 
 
 def test_figure(winclip, images):
-    from tpslab.methods.viz import explain_windows, plot_windows, window_summary
+    from tpslab.viz.baselines import explain_windows, plot_windows, window_summary
 
     pred = explain_windows(winclip, images[0], "bottle")
     fig = plot_windows(winclip, images[0], "bottle", prediction=pred, label="random weights")

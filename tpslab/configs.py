@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from tpslab.utils import SettingsDict, TPSLabError, check_fields
+from tpslab.utils import SettingsDict, TPSLabError, resolve_device
 
 AUPRO_METHODS = ("exact", "authors")  # "exact": every threshold; "authors": their 200 thresholds
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # evaluation forward: autocast dtype ("auto": fp32 CPU, bf16 CUDA)
 MAP_DTYPES = ("float16", "float32")  # maps on the host during evaluation
 CACHE_DTYPES = ("auto", "float16", "float32")  # frozen features on disk ("auto": float16 from 1 MiB per image)
 VARIANTS = ("paper", "authors-code")
+EXECUTORS = ("local", "local-parallel", "slurm")  # how tpslab compare runs its jobs
 
 
 def default_workers(device_type: str = "cuda") -> int:
@@ -74,15 +75,16 @@ class TPSConfig(SettingsDict):
             self.layers = tuple(int(b) for b in self.layers)
 
 
-
 # TrainConfig fields a resumed run may change (they do not change the results)
 # (threads changes the order of float sums only: a resumed run keeps the checkpoint's unless told otherwise)
 NO_EFFECT_ON_RESULTS = ("device", "num_workers", "cache_features", "disk_cache", "threads")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SettingsDict):
     """The training recipe (defaults: the paper's, from the spec)."""
+
+    SECTION: ClassVar[str] = "training"
 
     epochs: int = 15  # passes over the auxiliary data
     batch_size: int = 8  # images per step
@@ -108,18 +110,16 @@ class TrainConfig:
             raise TPSLabError(f"cache_dtype must be one of {CACHE_DTYPES}, got {self.cache_dtype!r}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict (a profile's or a checkpoint's), rejecting unknown keys."""
-        check_fields(cls, data, "training")
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
+    def coerce(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``betas`` from a file (a list) as the tuple the optimiser takes."""
+        return {**data, "betas": tuple(data["betas"])} if "betas" in data else data
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(SettingsDict):
     """How a model is evaluated (a profile's ``evaluate:`` section)."""
+
+    SECTION: ClassVar[str] = "evaluate"
 
     batch_size: int = 8  # images per forward pass
     sigma: float | None = None  # Gaussian smoothing of the maps in px; None = the method's reference protocol
@@ -151,12 +151,6 @@ class EvalConfig:
         """The DataLoader workers to use: ``num_workers``, or :func:`default_workers` on the device."""
         if self.num_workers is not None:
             return self.num_workers
-        from tpslab.utils import resolve_device
 
         return default_workers(resolve_device(self.device).type)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
-        """Build from a dict (a profile's section), rejecting unknown keys."""
-        check_fields(cls, data, "evaluate")
-        return cls(**data)

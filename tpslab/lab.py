@@ -18,8 +18,7 @@ lives in the module whose concern it is (``profiles``, ``evaluate``, ``explain``
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,26 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-import tpslab
 from tpslab import viz
-from tpslab.data.dataset import AnomalyDataset, Examples, load_examples, per_class_subset, pick_examples
+from tpslab.data.dataset import AnomalyDataset, Examples, load_examples, pick_examples
 from tpslab.data.meta import class_counts as meta_counts
 from tpslab.data.meta import load_meta
-from tpslab.evaluation.evaluate import ClassPredictions, evaluate_with, localisation_quality, to_markdown, write_table
-from tpslab.methods import TRAINED, build_method, method_module
+from tpslab.evaluation.evaluate import ClassPredictions, evaluate_with, localisation_quality
+from tpslab.methods import TRAINED, build_method
 from tpslab.methods.base import Detector
 from tpslab.methods.checkpoint import CHECKPOINT, load_checkpoint
-from tpslab.methods.train import TrainConfig, train
 from tpslab.profiles import Profile, data_root, load_profile, locate_datasets, results_root
-from tpslab.utils import TPSLabError, atomic_write_json, project_path, resolve_device, seed_everything, shown
-
-RUN_FILE = "run.json"  # beside each checkpoint: what it was trained with
+from tpslab.reports.tables import to_markdown, write_table
+from tpslab.runs import training
+from tpslab.utils import (
+    TPSLabError,
+    atomic_write_json,
+    configure_logging,
+    project_path,
+    resolve_device,
+    seed_everything,
+    shown,
+)
 
 
 @dataclass
@@ -107,6 +112,7 @@ class Lab:
 
 def setup(profile: str = "smoke", results_dir: str | None = None, data_dir: str | None = None) -> Lab:
     """Load the profile, apply its threads and seed; print where things go."""
+    configure_logging()
     prof = load_profile(profile)
     prof.apply_threads()
     seed_everything(prof.train_config.seed)
@@ -137,51 +143,9 @@ def class_counts(metas: dict[str, Path]) -> pd.DataFrame:
 def train_run(lab: Lab, out_dir: Path, dataset: str, model_settings: dict | None = None,
               train_settings: dict | None = None, per_class: int | None = None,
               reuse: list[Path] = (), method: str = "tps") -> tuple[Detector, pd.DataFrame]:
-    """Train TPS or AnomalyCLIP (profile settings + overrides) on a data set; reuse a finished identical run if any.
-
-    The method's settings are the profile's (``model`` for TPS, ``methods.<name>`` otherwise),
-    the training recipe is the profile's ``train`` section for both: one loop, one recipe.
-    """
-    spec = run_spec(lab, dataset, model_settings, train_settings, per_class, method)
-    found = finished_run([out_dir, *reuse], spec)
-    if found is not None:
-        print(f"reusing the finished run in {shown(found)} (delete it to train again)")
-        return load_checkpoint(found / CHECKPOINT).to(lab.device), pd.read_csv(found / "history.csv")
-    module = method_module(method)
-    cfg, tcfg = module.Settings.from_dict(spec["model"]), TrainConfig.from_dict(spec["train"])
-    model = module.build(cfg)
-    data = AnomalyDataset(lab.datasets()[dataset], model.image_size)
-    data = per_class_subset(data, per_class) if per_class else data
-    what = f"variant {cfg.variant}" if method == "tps" else method
-    print(f"training on {dataset}: {len(data)} images, {tcfg.epochs} epochs, {what}")
-    history = train(model, data, tcfg, out_dir, progress=False)
-    atomic_write_json(out_dir / RUN_FILE, spec)
-    return model, pd.DataFrame(history)
-
-
-def run_spec(lab: Lab, dataset: str, model_settings: dict | None = None, train_settings: dict | None = None,
-             per_class: int | None = None, method: str = "tps") -> dict[str, Any]:
-    """What a training run of :func:`train_run` is made with (its ``run.json``): equal specs, equal runs."""
-    cfg = method_module(method).Settings.from_dict({**lab.profile.method_settings(method), **(model_settings or {})})
-    tcfg = TrainConfig.from_dict({**lab.profile.train, **(train_settings or {}), "device": lab.device})
-    train = {k: v for k, v in asdict(tcfg).items() if not (k == "threads" and v is None)}  # specs made before it
-    return json.loads(json.dumps({"model": cfg.to_dict(), "train": train, "dataset": dataset,
-                                  "per_class": per_class, "tpslab": tpslab.__version__,
-                                  **({"method": method} if method != "tps" else {})}))
-
-
-def finished_run(folders: list[Path], spec: dict[str, Any]) -> Path | None:
-    """The first folder holding a finished training run made with ``spec``, or None."""
-    for folder in folders:
-        run_file = folder / RUN_FILE
-        if run_file.is_file() and (folder / CHECKPOINT).is_file() and json.loads(run_file.read_text()) == spec:
-            return folder
-    return None
-
-
-def slug(name: str) -> str:
-    """A folder name for a table row: "A2 (TPS)" -> "a2-tps"."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    """:func:`tpslab.runs.training.train_run` on one of the lab's data sets, on the lab's device."""
+    return training.train_run(lab.profile, lab.device, lab.datasets()[dataset], out_dir, dataset, model_settings,
+                              train_settings, per_class, reuse, method)
 
 
 def evaluate_with_cases(lab: Lab, model: Detector, dataset: str, n: int) -> tuple[pd.DataFrame, dict[str, Examples]]:

@@ -17,20 +17,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from tpslab.configs import EvalConfig, TPSConfig, TrainConfig
-from tpslab.utils import TPSLabError, check_fields, check_types, shown
+from tpslab.methods import method_module
+from tpslab.utils import SettingsDict, TPSLabError, check_types, shown
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SYNTHETIC_LABEL = "synthetic data, tiny CLIP with random weights: not paper numbers"
 
 
 @dataclass
-class DataConfig:
+class DataConfig(SettingsDict):
     """A profile's ``data:`` section: what is trained on and what is evaluated."""
+
+    SECTION: ClassVar[str] = "data"
 
     kind: str = "synthetic"  # "synthetic" (made here) or "real" (prepared with `tpslab prepare`)
     train: str = "train-domain"  # the auxiliary data set (its test split is trained on)
@@ -49,11 +52,6 @@ class DataConfig:
             if set(spec) != {"train", "test"}:
                 raise TPSLabError(f"data.medical.{task}: expected the keys train and test, got {sorted(spec)}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        """Build from a profile's section, rejecting unknown keys."""
-        check_fields(cls, data, "data")
-        return cls(**data)
 
     def folder(self, name: str) -> str:
         """A real data set's folder under the data root."""
@@ -61,24 +59,22 @@ class DataConfig:
 
 
 @dataclass
-class NotebookConfig:
+class NotebookConfig(SettingsDict):
     """A profile's ``notebooks:`` section."""
+
+    SECTION: ClassVar[str] = "notebooks"
 
     examples: int = 6  # images per example-map figure
     untrained_baseline: bool = False  # 03 also scores the untrained model
     explain_images: int = 64  # 05: held-out images behind the per-layer numbers
     train_per_class: int | None = None  # 02: train on the first N images of each class (None: all)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NotebookConfig:
-        """Build from a profile's section, rejecting unknown keys."""
-        check_fields(cls, data, "notebooks")
-        return cls(**data)
-
 
 @dataclass
-class AblationConfig:
+class AblationConfig(SettingsDict):
     """A profile's ``ablation:`` section (notebook 04)."""
+
+    SECTION: ClassVar[str] = "ablation"
 
     test: list[str] = field(default_factory=list)  # data sets every row is evaluated on
     per_class: int | None = None  # auxiliary images per class (None: all)
@@ -86,20 +82,21 @@ class AblationConfig:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> model settings that differ
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AblationConfig:
-        """Build from a profile's section, rejecting unknown keys."""
-        check_fields(cls, data, "ablation")
-        return cls(**{k: (v or {}) if k in ("train", "runs") else v for k, v in data.items()})
+    def coerce(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Empty ``train`` and ``runs`` sections (``null`` in YAML) as empty dicts."""
+        return {k: (v or {}) if k in ("train", "runs") else v for k, v in data.items()}
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(SettingsDict):
     """A profile's ``compare:`` section: ``tpslab compare`` and notebook 06 (Tables 1-3, Figure 3).
 
     Replicate ``k`` of a trained method uses training seed ``train.seed + k`` and ``init_seed``
     ``seed + 1 + k`` (replicate 0 is the profile's own run, which notebooks 02 and 04 train);
     the CLIP weights are the same in every replicate.
     """
+
+    SECTION: ClassVar[str] = "compare"
 
     methods: list[str] | None = None  # columns; None: tps and every method of the profile's methods section
     seeds: int = 1  # replicates of each trained method (TPS, AnomalyCLIP, the ablation rows)
@@ -114,12 +111,6 @@ class CompareConfig:
         """Check the counts and the level."""
         if self.seeds < 1 or self.n_boot < 0 or not 0 < self.level < 1 or self.harmonised_size < 8:
             raise TPSLabError("compare: seeds >= 1, n_boot >= 0, 0 < level < 1 and harmonised_size >= 8 expected")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CompareConfig:
-        """Build from a profile's section, rejecting unknown keys."""
-        check_fields(cls, data, "compare")
-        return cls(**data)
 
 
 @dataclass
@@ -184,8 +175,6 @@ SECTIONS = {"model": TPSConfig, "train": TrainConfig, "data": DataConfig, "evalu
 
 def check_methods(methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A profile's ``methods:`` section (baseline name -> settings), each checked by its method's ``Settings``."""
-    from tpslab.methods import method_module
-
     checked = {}
     for name, settings in methods.items():
         if name == "tps":
@@ -267,8 +256,6 @@ def load_profile(name_or_path: str | os.PathLike, overrides: list[str] | tuple[s
         sections[section] = check_types(cls, sections[section], section)
     for method, values in sections["methods"].items():
         if method != "tps" and values:
-            from tpslab.methods import method_module
-
             sections["methods"][method] = check_types(method_module(method).Settings, dict(values), f"methods.{method}")
     TPSConfig.from_dict(sections["model"])  # reject unknown or bad settings now, not at training time
     TrainConfig.from_dict(sections["train"])
@@ -339,7 +326,7 @@ def locate_datasets(profile: Profile, root: Path, progress: bool = False) -> dic
     """
     data = profile.data
     if data.kind == "synthetic":
-        from tpslab.data.synthetic import make_synthetic_pair
+        from tpslab.data.synthetic import make_synthetic_pair  # lazy: PIL and numpy only when data is made
 
         metas = make_synthetic_pair(root / data.root, progress=progress, **data.synthetic)
         return {path.parent.name: path for path in metas.values()}

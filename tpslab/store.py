@@ -1,4 +1,17 @@
-"""What produced a result, and never replacing one without ``--force``.
+"""The spec-keyed store, what produced a result, and never replacing one without ``--force``.
+
+Every folder tpslab reuses is keyed by a *spec*: a JSON dict of what made it. A training run
+holds ``run.json``, a prediction run ``spec.json`` (and ``done.json`` once complete); the
+feature cache and the score cache key their entries by :func:`digest` of their spec. One
+mechanism for all four:
+
+* :func:`plain_json`: a spec as JSON gives it back (tuples as lists), so specs compare equal
+  after a round trip; :func:`digest`: its SHA-256;
+* :func:`write_spec` / :func:`read_spec`: a spec file in a folder (atomic; unreadable -> None);
+* :func:`first_with`: the first of some folders whose spec file equals a spec and that holds
+  the files a finished result needs.
+
+And for the outputs of ``evaluate`` and ``predict``:
 
 * :func:`refuse_existing`: a one-line error naming the first output already there.
 * :func:`write_run_json`: ``run.json`` beside the outputs of ``evaluate`` and ``predict``: the
@@ -10,6 +23,8 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
 import sys
@@ -18,9 +33,49 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tpslab import __version__
 from tpslab.utils import TPSLabError, atomic_write_json
 
 RUN_JSON = "run.json"
+
+
+def plain_json(obj: Any) -> Any:
+    """``obj`` as JSON gives it back (keys sorted, tuples as lists, other objects as text)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def digest(obj: Any) -> str:
+    """The SHA-256 (hex) of ``obj``'s canonical JSON: the key of a spec.
+
+    >>> digest({"b": 1, "a": (2, 3)}) == digest({"a": [2, 3], "b": 1})
+    True
+    """
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_spec(folder: str | os.PathLike, spec: dict[str, Any], name: str) -> Path:
+    """Write ``spec`` to ``<folder>/<name>`` atomically; return the path."""
+    path = Path(folder) / name
+    atomic_write_json(path, plain_json(spec))
+    return path
+
+
+def read_spec(folder: str | os.PathLike, name: str) -> dict[str, Any] | None:
+    """The spec in ``<folder>/<name>``, or None (no file, or an unreadable one)."""
+    try:
+        return json.loads((Path(folder) / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def first_with(folders: Iterable[str | os.PathLike], spec: dict[str, Any], name: str,
+               needs: tuple[str, ...] = ()) -> Path | None:
+    """The first folder whose ``name`` holds ``spec`` and that has every file of ``needs``, or None."""
+    want = plain_json(spec)
+    for folder in map(Path, folders):
+        if all((folder / n).is_file() for n in needs) and read_spec(folder, name) == want:
+            return folder
+    return None
 
 
 def refuse_existing(paths: Iterable[str | os.PathLike], force: bool, what: str = "a previous run's result") -> None:
@@ -65,8 +120,6 @@ def write_run_json(folder: str | os.PathLike, method: str, weights: dict[str, An
     Returns:
         The path written.
     """
-    from tpslab import __version__
-
     record = {"method": method, **plain(weights), "backbone": backbone, "settings": plain(settings),
               "tpslab_version": __version__, "command": shlex.join(command if command is not None else
                                                                    ["tpslab", *sys.argv[1:]]),

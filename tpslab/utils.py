@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,16 +139,23 @@ def check_fields(cls: type, data: dict[str, Any], what: str) -> None:
 class SettingsDict:
     """Mixin for a settings dataclass: ``from_dict`` rejecting unknown keys, ``to_dict`` with plain values.
 
-    The subclass names its ``SECTION`` (used in error messages: "unknown clip setting(s): ...").
+    The subclass names its ``SECTION`` (used in error messages: "unknown clip setting(s): ...") and
+    may override :meth:`coerce` for values a file gives in another form (a list for a tuple).
+    Every settings dataclass of tpslab is built this way.
     """
 
     SECTION: ClassVar[str] = "settings"
 
     @classmethod
+    def coerce(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The known keys' values in the form the dataclass takes (default: as given)."""
+        return data
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         """Build from a dict (a profile's, a checkpoint's, ``--set`` pairs), rejecting unknown keys."""
         check_fields(cls, data, cls.SECTION)
-        return cls(**data)
+        return cls(**cls.coerce(dict(data)))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON-able values (tuples as lists): what checkpoints and results store."""
@@ -255,3 +264,22 @@ def _as_type(hint: Any, value: Any) -> Any:
 def check_types(cls: type, data: dict[str, Any], section: str) -> dict[str, Any]:
     """Every value of ``data`` checked (and converted) by :func:`coerce_setting`; ``section`` prefixes messages."""
     return {k: coerce_setting(cls, k, v, f"{section}.{k}") for k, v in data.items()}
+
+
+def configure_logging(level: int = logging.INFO) -> logging.Logger:
+    """Send tpslab's progress lines (its modules' loggers) to the current ``sys.stdout``, one plain line each.
+
+    The command line and the notebooks call this; a library user leaves logging as it is (or
+    configures the ``tpslab`` logger as they like). Calling it again replaces the handler, so
+    the lines follow a redirected ``sys.stdout``.
+    """
+    logger = logging.getLogger("tpslab")
+    for handler in [h for h in logger.handlers if getattr(h, "_tpslab", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._tpslab = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger

@@ -43,6 +43,7 @@ import torch
 
 from tpslab.backbone.core import ImageFeatures
 from tpslab.configs import CACHE_DTYPES  # noqa: F401 - re-exported
+from tpslab.store import digest
 from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
 
 FEATURE_VERSION = 2  # bump when the feature code changes what it computes (FEATURE_CODE catches the rest)
@@ -52,7 +53,7 @@ FEATURE_MODULES = ("backbone/core.py", "backbone/loading.py", "methods/tps/model
                    "data/images.py", "data/dataset.py")
 
 
-def feature_code_digest() -> str:
+def feature_codedigest() -> str:
     """A digest of the source of :data:`FEATURE_MODULES` (part of every cache key)."""
     here = Path(__file__).parents[1]  # tpslab/
     return hashlib.sha256(b"".join((here / m).read_bytes() for m in FEATURE_MODULES)).hexdigest()[:16]
@@ -126,10 +127,6 @@ def _stamp(path: Path) -> list[Any]:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def model_spec(model: Any) -> dict[str, Any]:
     """What a model's frozen image features depend on (the model part of the key)."""
     import open_clip
@@ -139,7 +136,7 @@ def model_spec(model: Any) -> dict[str, Any]:
     weights: Any = pretrained or f"random, seed {cfg.get('seed')}"
     if pretrained and Path(pretrained).is_file():
         weights = _stamp(Path(pretrained))
-    return {"version": FEATURE_VERSION, "code": feature_code_digest(), "open_clip": open_clip.__version__,
+    return {"version": FEATURE_VERSION, "code": feature_codedigest(), "open_clip": open_clip.__version__,
             "torch": torch.__version__, "backbone": cfg.get("backbone"),
             "weights": weights, "image_size": model.image_size, "pos_resize": cfg.get("pos_resize"),
             "quick_gelu": cfg.get("quick_gelu"), "layers": list(model.backbone.layers),
@@ -184,7 +181,7 @@ class FeatureStore:
             raise TPSLabError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
         self.root = Path(root) if root else cache_root()
         self.spec = model_spec(model)
-        self.dir = self.root / _digest(self.spec)[:24]
+        self.dir = self.root / digest(self.spec)[:24]
         self.dtype = dtype
         self.hits = self.misses = 0
 
@@ -193,7 +190,7 @@ class FeatureStore:
         parts = [_stamp(meta.path(sample["img_path"])), int(sample["anomaly"])]
         if sample.get("mask_path"):
             parts.append(_stamp(meta.path(sample["mask_path"])))
-        return _digest(parts)
+        return digest(parts)
 
     def path(self, key: str) -> Path:
         """Where an image's entry lives."""
@@ -281,53 +278,6 @@ def evict(limit: int | None = None, root: Path | None = None) -> int:
         path.unlink(missing_ok=True)
         total -= st.st_size
         removed += 1
-    return removed
-
-
-def info(root: Path | None = None) -> dict[str, Any]:
-    """Location, limit, size and, per model key, its spec summary, entries and bytes."""
-    root = Path(root) if root else cache_root()
-    models: dict[str, dict[str, Any]] = {}
-    for path, st in entries(root):
-        m = models.setdefault(path.parent.parent.name, {"entries": 0, "bytes": 0})
-        m["entries"] += 1
-        m["bytes"] += st.st_size
-    specs = {}
-    for key, m in models.items():
-        spec_file = root / key / "spec.json"
-        spec = specs[key] = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
-        m["what"] = (f"{spec.get('backbone')} {spec.get('weights')} @{spec.get('image_size')} "
-                     f"{str(spec.get('kind', '?.?')).split('.')[-2]} blocks {spec.get('layers')}")
-    _tell_apart(models, specs)
-    return {"root": str(root), "limit_bytes": cache_limit(), "entries": sum(m["entries"] for m in models.values()),
-            "bytes": sum(m["bytes"] for m in models.values()), "models": models}
-
-
-def _tell_apart(models: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]]) -> None:
-    """Entries with the same short description get the spec fields in which they differ (else their key)."""
-    groups: dict[str, list[str]] = {}
-    for key, m in models.items():
-        groups.setdefault(m["what"], []).append(key)
-    for keys in (g for g in groups.values() if len(g) > 1):
-        fields = sorted({f for k in keys for f in specs[k]})
-        differ = [f for f in fields if len({json.dumps(specs[k].get(f), sort_keys=True) for k in keys}) > 1]
-        for k in keys:
-            shown = [f"{f}={specs[k].get(f)}" for f in differ if f not in ("preprocess", "code")]
-            if "code" in differ:
-                shown.append(f"feature code {str(specs[k].get('code'))[:8]}")
-            models[k]["what"] += f" ({', '.join(shown) if shown else 'key ' + k[:12]})"
-
-
-def clear(root: Path | None = None) -> int:
-    """Delete every model folder of the cache (those holding a ``spec.json`` or entries); return how many."""
-    root = Path(root) if root else cache_root()
-    if not root.is_dir():
-        return 0
-    removed = 0
-    for folder in root.iterdir():
-        if folder.is_dir() and ((folder / "spec.json").is_file() or any(folder.glob("*/*.pt"))):
-            shutil.rmtree(folder)
-            removed += 1
     return removed
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from huggingface_hub import try_to_load_from_cache
+from open_clip.pretrained import get_pretrained_cfg
 from torch import nn
 
 from tpslab.utils import TPSLabError
@@ -99,14 +103,7 @@ def check_weights_reachable(name: str, pretrained: str, timeout: float = 3.0) ->
     Raises:
         TPSLabError: not cached, and offline (``HF_HUB_OFFLINE``) or the hub cannot be reached.
     """
-    import os
-    import socket
-
-    from open_clip.pretrained import get_pretrained_cfg
-
-    from tpslab.runs.reproduce import _missing_weights
-
-    if not get_pretrained_cfg(name, pretrained) or _missing_weights(name, pretrained) is None:
+    if not get_pretrained_cfg(name, pretrained) or missing_weights_reason(name, pretrained) is None:
         return  # an unknown tag (open_clip names it) or weights at hand
     why = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") else None
     if why is None:
@@ -117,6 +114,26 @@ def check_weights_reachable(name: str, pretrained: str, timeout: float = 3.0) ->
             why = f"{HUB[0]} cannot be reached"
     raise TPSLabError(f"CLIP weights {name} '{pretrained}' are not cached here and {why}: download them once with "
                       "internet, or pass --pretrained FILE (a local checkpoint) or --pretrained none (random)")
+
+
+def missing_weights_reason(name: str, pretrained: str | None, keys: list[str] | None = None) -> str | None:
+    """Why one backbone's weights cannot be loaded here, or None; ``keys`` are the settings that name them."""
+    keys = keys or ["model.pretrained"]
+    if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
+        path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
+        return None if path.exists() else f"CLIP weights {path} not found ({', '.join(keys)})"
+    if not pretrained:
+        return None  # seeded random weights
+    cfg = get_pretrained_cfg(name, pretrained)
+    repo = cfg.get("hf_hub", "").rstrip("/")
+    files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    if repo and any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+        return None
+    if cfg.get("url") and (Path.home() / ".cache" / "clip" / os.path.basename(cfg["url"])).is_file():
+        return None
+    return (f"CLIP weights {name} '{pretrained}' ({', '.join(keys)}) are not cached (Hugging Face {repo or '-'}, or "
+            f"~/.cache/clip): tpslab (open_clip) downloads them on first use, which needs internet; offline, fetch "
+            f"them elsewhere and copy the cache, or set {keys[0]} to a local file (see data/README.md)")
 
 
 class _FromPackage(logging.Filter):

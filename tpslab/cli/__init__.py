@@ -26,7 +26,7 @@ from tpslab.cli.args import PREPARE_OPTIONS, add_prepare_arguments, build_parser
 from tpslab.cli.settings import checkpoint_conflicts, resume_settings, settings, split_samples, training_data_warnings
 from tpslab.configs import TrainConfig
 from tpslab.methods import TRAINED
-from tpslab.utils import TPSLabError, check_device_name, check_writable_dir
+from tpslab.utils import TPSLabError, check_device_name, check_writable_dir, configure_logging
 
 if TYPE_CHECKING:
     from tpslab.methods.base import Detector
@@ -150,7 +150,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from tpslab.data.meta import load_meta
-    from tpslab.evaluation.evaluate import evaluate_with, nan_notes, to_markdown, write_table
+    from tpslab.evaluation.evaluate import evaluate_with
+    from tpslab.reports.tables import nan_notes, to_markdown, write_table
     from tpslab.store import refuse_existing, write_run_json
     from tpslab.utils import resolve_device
 
@@ -193,7 +194,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``tpslab predict``: refuses to write over a previous run in --out unless --force."""
     from dataclasses import asdict
 
-    from tpslab.evaluation.predict import OUTPUTS, collect_images, predict_paths
+    from tpslab.runs.predict import OUTPUTS, collect_images, predict_paths
     from tpslab.store import refuse_existing, write_run_json
     from tpslab.utils import resolve_device
 
@@ -255,9 +256,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``tpslab compare``: the run grid (:mod:`tpslab.runs.grid`), then the tables (:mod:`tpslab.runs.compare`)."""
+    """``tpslab compare``: the run grid (:mod:`tpslab.runs.plan`, :mod:`tpslab.runs.execute`), then the tables."""
     from tpslab.runs.compare import context, run_compare
-    from tpslab.runs.grid import ExecutorOptions
+    from tpslab.runs.execute import ExecutorOptions
 
     opts = ExecutorOptions(args.executor, args.jobs, partition=args.partition, gpus=args.gpus,
                            time_min=args.time_min)
@@ -277,12 +278,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     """``tpslab cache info|clear``: the on-disk feature cache of training (:mod:`tpslab.backbone.cache`)."""
     from tpslab.backbone import cache as feature_cache
+    from tpslab.backbone import cache_admin
 
     if args.action == "clear":
-        n = feature_cache.clear()
+        n = cache_admin.clear()
         print(f"cleared {feature_cache.cache_root()} ({n} model folder(s) removed)")
         return 0
-    got = feature_cache.info()
+    got = cache_admin.info()
     print(f"location: {got['root']} (set TPSLAB_CACHE to move it)")
     print(f"size: {got['bytes'] / 2**20:.1f} MiB in {got['entries']} image(s); limit {got['limit_bytes'] / 2**30:.1f} "
           "GiB (TPSLAB_CACHE_LIMIT_GB), least recently used evicted first")
@@ -356,6 +358,7 @@ COMMANDS["report"] = cmd_report
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
+    configure_logging()
     if hasattr(args, "method"):
         args.method_given, args.method = args.method is not None, args.method or "tps"
     try:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpslab.configs import AUPRO_METHODS, VARIANTS, EvalConfig, TPSConfig, TrainConfig
+from tpslab.configs import AUPRO_METHODS, EXECUTORS, VARIANTS, EvalConfig, TPSConfig, TrainConfig
 from tpslab.methods import METHODS, TRAINED
 from tpslab.profiles import available_profiles, synthetic_profiles
-from tpslab.runs.grid import EXECUTORS
 from tpslab.utils import weights_arg
 
 FLAGS: dict[str, str] = {}  # "TrainConfig.epochs" -> "--epochs": the flag of each dataclass setting

@@ -19,11 +19,12 @@ import pandas as pd
 
 from tpslab import viz
 from tpslab.data.dataset import AnomalyDataset, load_examples
-from tpslab.evaluation.evaluate import evaluate_with, write_table
+from tpslab.evaluation.evaluate import evaluate_with
 from tpslab.methods.checkpoint import CHECKPOINT
 from tpslab.methods.tps.model import TPS, TPSConfig
 from tpslab.methods.train import TrainConfig, train
 from tpslab.profiles import data_root, load_profile, locate_datasets, results_root
+from tpslab.reports.tables import write_table
 from tpslab.utils import TPSLabError, check_writable_dir, resolve_device
 
 OUTPUTS = ("examples_untrained", "examples_trained", "heldout_metrics", "training_loss")  # stems under --out

@@ -5,7 +5,7 @@ build`` writes the student and teacher builds (:mod:`tpslab.course.build`) and `
 grades a folder of submissions (:mod:`tpslab.course.grade`).
 """
 
-from tpslab.course.checks import check
 from tpslab.course.questions import answer
+from tpslab.course.runner import check
 
 __all__ = ["answer", "check"]

@@ -87,41 +87,6 @@ def expect(got: Any, want: Any, mistakes: dict[str, Any], hint: str, **tol: floa
     raise Mistake(hint)
 
 
-def _load() -> None:
-    from tpslab.course import ex00, ex01, ex02, ex03, ex04, ex05, ex06, ex07  # noqa: F401  (they register)
-
-
-def run(id_: str, fn: Callable[..., Any], hidden: bool | None = None) -> Result:
-    """Run the check of exercise ``id_`` on ``fn`` without printing."""
-    _load()
-    key = id_.lower()
-    if key not in RUNNERS:
-        from tpslab.utils import TPSLabError
-        raise TPSLabError(f"no exercise {id_!r}; there are {', '.join(RUNNERS)}")
-    hidden = GRADE["on"] if hidden is None else hidden
-    try:
-        return Result(key, "passed", RUNNERS[key](fn, hidden))
-    except NotImplementedError:
-        return Result(key, "not attempted")
-    except Mistake as err:
-        return Result(key, "failed", hint=str(err))
-    except Exception as err:  # noqa: BLE001  (a student's function may raise anything)
-        return Result(key, "failed", hint=f"your function raised {type(err).__name__}: {str(err)[:120]}")
-
-
-def check(id_: str, fn: Callable[..., Any]) -> Result:
-    """Check a student's function for exercise ``id_`` and print one line.
-
-    Prints ``eX.Y: passed (N cases)``, ``eX.Y: not attempted`` (the function raises
-    NotImplementedError) or ``eX.Y: failed: <hint>``.
-    """
-    result = run(id_, fn)
-    if GRADE["on"]:
-        GRADE["log"].append(result)
-    print(result.line())
-    return result
-
-
 @contextlib.contextmanager
 def grade_mode() -> Iterator[list[Result]]:
     """Turn hidden cases on; yield the list the checks and answers append their results to."""
@@ -131,9 +96,3 @@ def grade_mode() -> Iterator[list[Result]]:
         yield GRADE["log"]
     finally:
         GRADE.update(old)
-
-
-def all_ids() -> list[str]:
-    """Every exercise id, in notebook order."""
-    _load()
-    return sorted(RUNNERS, key=lambda k: tuple(int(p) for p in k[1:].split(".")))

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import nbformat
 
-from tpslab.course.checks import Result, all_ids, grade_mode
+from tpslab.course.checks import Result, grade_mode
 from tpslab.course.questions import HASHES
+from tpslab.course.runner import all_ids
 from tpslab.utils import TPSLabError
 
 

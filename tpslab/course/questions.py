@@ -13,6 +13,7 @@ import hashlib
 from typing import Any
 
 from tpslab.course.checks import GRADE, Result
+from tpslab.utils import TPSLabError
 
 HASHES = {  # id -> (salt, first 20 hex digits of sha256(salt + "|" + normalised answer))
     "q0.1": ("6a948047", "5b5e3661090abd9cf89b"),
@@ -54,7 +55,6 @@ def grade_answer(id_: str, value: Any) -> Result:
     """Check an answer without printing: "passed", "not attempted" (None) or "failed"."""
     key = id_.lower()
     if key not in HASHES:
-        from tpslab.utils import TPSLabError
         raise TPSLabError(f"no question {id_!r}; there are {', '.join(HASHES)}")
     if value is None or value is Ellipsis:
         return Result(key, "not attempted")

@@ -12,10 +12,8 @@ which inflates those numbers); every class is scored whole.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +26,18 @@ from tpslab.configs import AUPRO_METHODS, EvalConfig  # noqa: F401 - re-exported
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.data.meta import Meta, load_meta
 from tpslab.evaluation.inference import StageTimer, stream_maps
+from tpslab.evaluation.predictions import ClassPredictions
 from tpslab.evaluation.smoothing import gaussian_blur
-from tpslab.methods.base import Detector
+from tpslab.methods.base import SIGMA_AT_518, Detector, scaled_sigma
 from tpslab.metrics.pixel_pool import PixelPool
-from tpslab.utils import atomic_write_text, resolve_device
+from tpslab.utils import TPSLabError, resolve_device
 
 METRIC_COLUMNS = ["image_auroc", "image_ap", "pixel_auroc", "pixel_aupro"]
 
 
 def default_sigma(image_size: int) -> float:
-    """The smoothing of the maps: 4 px at 518 px, in proportion elsewhere."""
-    return 4.0 * image_size / 518
+    """The reference smoothing of the maps (:data:`tpslab.methods.base.SIGMA_AT_518`), scaled to ``image_size``."""
+    return scaled_sigma(SIGMA_AT_518, image_size)
 
 
 def smooth_maps(maps: np.ndarray, image_size: int, sigma: float | None = None) -> np.ndarray:
@@ -50,28 +49,30 @@ def smooth_maps(maps: np.ndarray, image_size: int, sigma: float | None = None) -
     return gaussian_blur(torch.from_numpy(np.asarray(maps)), sigma).numpy() if sigma > 0 else maps
 
 
-@dataclass
-class ClassPredictions:
-    """Everything predicted for one class (numpy arrays)."""
+def metric_row(labels: np.ndarray, scores: np.ndarray, pool: PixelPool | None, aupro_method: str) -> dict[str, float]:
+    """The four paper metrics of one class in percent: image ones from the scores, pixel ones from the pool.
 
-    scores: np.ndarray  # (N,)
-    maps: np.ndarray  # (N, H, W), smoothed, float32 (float16 from predict_dataset(map_dtype="float16"))
-    labels: np.ndarray  # (N,)
-    masks: np.ndarray  # (N, H, W) in {0, 1}
-    has_mask: np.ndarray  # (N,) bool
-    paths: list[str]
+    ``pool`` holds the (mask, map) pixels of the images with a mask; None (no such image): the
+    pixel metrics are NaN.
+    """
+    pixel = pool.compute(aupro_method, which=("pixel_auroc", "pixel_aupro")) if pool is not None else {}
+    row = {"image_auroc": metrics.image_auroc(labels, scores), "image_ap": metrics.image_ap(labels, scores),
+           "pixel_auroc": pixel.get("pixel_auroc", math.nan), "pixel_aupro": pixel.get("pixel_aupro", math.nan)}
+    return {k: 100.0 * v for k, v in row.items()}
 
 
-class _Collector:
-    """One class's predictions, gathered batch by batch.
+class ClassCollector:
+    """One class's predictions, gathered batch by batch (the one loop every caller shares).
 
-    The pixel metrics' inputs are streamed into a :class:`~tpslab.metrics.pixel_pool.PixelPool`; the
-    maps and masks are kept only when asked for.
+    The pixel metrics' inputs are streamed into a :class:`~tpslab.metrics.pixel_pool.PixelPool`
+    (unless ``pool=False``, as when predictions are only stored); the maps (and with ``keep_masks``
+    the masks) are kept only when asked for.
     """
 
-    def __init__(self, keep_maps: bool, pool_dtype: torch.dtype | None = None) -> None:
-        self.pool = PixelPool()
-        self.keep_maps = keep_maps
+    def __init__(self, keep_maps: bool, pool_dtype: torch.dtype | None = None, pool: bool = True,
+                 keep_masks: bool = True) -> None:
+        self.pool = PixelPool() if pool else None
+        self.keep_maps, self.keep_masks = keep_maps, keep_masks
         self.pool_dtype = pool_dtype  # what the pool gets (None: the maps as they come)
         self.scores: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
@@ -79,36 +80,36 @@ class _Collector:
         self.maps: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
         self.paths: list[str] = []
+        self.types: list[str] = []
 
     def add(self, item: dict[str, Any], scores: np.ndarray, maps: torch.Tensor) -> None:
         """Add a batch: the loader's items, the image scores and the smoothed maps (host)."""
-        has_mask = item["has_mask"].numpy().astype(bool)
+        has_mask = np.asarray(item["has_mask"], bool)
         masks = item["mask"].numpy() > 0.5
-        if has_mask.any():
+        if self.pool is not None and has_mask.any():
             pooled = maps if self.pool_dtype is None else maps.to(self.pool_dtype)
             self.pool.update(masks[has_mask], pooled.numpy()[has_mask])
         self.scores.append(scores)
         self.labels.append(item["label"].numpy())
         self.has_mask.append(has_mask)
         self.paths += list(item["img_path"])
+        self.types += list(item.get("specie_name", [""] * len(scores)))
         if self.keep_maps:
             self.maps.append(maps.numpy())
+        if self.keep_maps and self.keep_masks:
             self.masks.append(masks.astype(np.uint8))
 
     def predictions(self) -> ClassPredictions:
         """Everything gathered (the maps and masks only if kept)."""
         maps = np.concatenate(self.maps) if self.maps else np.zeros((0, 0, 0), np.float32)
         masks = np.concatenate(self.masks) if self.masks else np.zeros((0, 0, 0), np.uint8)
-        return ClassPredictions(np.concatenate(self.scores), maps, np.concatenate(self.labels), masks,
-                                np.concatenate(self.has_mask), self.paths)
+        masks = masks if self.keep_masks else None
+        return ClassPredictions(np.concatenate(self.scores), maps, np.concatenate(self.labels),
+                                np.concatenate(self.has_mask), self.paths, self.types, masks)
 
     def row(self, aupro_method: str) -> dict[str, float]:
         """The four paper metrics of the class, in percent (NaN where undefined)."""
-        pixel = self.pool.compute(aupro_method, which=("pixel_auroc", "pixel_aupro"))
-        labels, scores = np.concatenate(self.labels), np.concatenate(self.scores)
-        row = {"image_auroc": metrics.image_auroc(labels, scores), "image_ap": metrics.image_ap(labels, scores),
-               **pixel}
-        return {k: 100.0 * v for k, v in row.items()}
+        return metric_row(np.concatenate(self.labels), np.concatenate(self.scores), self.pool, aupro_method)
 
 
 def predict_dataset(model: Detector, dataset: AnomalyDataset | list[dict[str, Any]],
@@ -135,7 +136,7 @@ def predict_dataset(model: Detector, dataset: AnomalyDataset | list[dict[str, An
         map_dtype: ``float32`` or ``float16`` maps.
     """
     sigma = model.protocol.sigma if sigma is None else sigma
-    got = _Collector(keep_maps=True)
+    got = ClassCollector(keep_maps=True)
     for item, scores, maps in stream_maps(model, dataset, batch_size, sigma, device, precision, num_workers,
                                           map_dtype, progress, desc):
         got.add(item, scores, maps)
@@ -144,19 +145,13 @@ def predict_dataset(model: Detector, dataset: AnomalyDataset | list[dict[str, An
 
 def score_class(p: ClassPredictions, aupro_method: str = EvalConfig.aupro_method) -> dict[str, float]:
     """The four paper metrics of one class, in percent (NaN where undefined)."""
-    keep = p.has_mask
-    pixel = {}
-    if keep.any():  # one pass, only the two metrics the tables report (as _Collector.row)
+    keep, pool = np.asarray(p.has_mask, bool), None
+    if keep.any():
+        if p.masks is None:
+            raise TPSLabError("score_class needs the ground-truth masks (ClassPredictions.masks)")
         pool = PixelPool()
         pool.update(p.masks[keep], p.maps[keep])
-        pixel = pool.compute(aupro_method, which=("pixel_auroc", "pixel_aupro"))
-    row = {
-        "image_auroc": metrics.image_auroc(p.labels, p.scores),
-        "image_ap": metrics.image_ap(p.labels, p.scores),
-        "pixel_auroc": pixel.get("pixel_auroc", math.nan),
-        "pixel_aupro": pixel.get("pixel_aupro", math.nan),
-    }
-    return {k: 100.0 * v for k, v in row.items()}
+    return metric_row(p.labels, p.scores, pool, aupro_method)
 
 
 def evaluate(model: Detector, meta: Meta | str | Path, split: str = "test", classes: list[str] | None = None,
@@ -204,7 +199,7 @@ def evaluate(model: Detector, meta: Meta | str | Path, split: str = "test", clas
     rows = []
     for cls in classes or meta.classes(split):
         ds = AnomalyDataset(meta, model.image_size, split, [cls], mask_rule=model.mask_rule)
-        got = _Collector(keep_maps=on_class is not None, pool_dtype=getattr(torch, map_dtype))
+        got = ClassCollector(keep_maps=on_class is not None, pool_dtype=getattr(torch, map_dtype))
         host_dtype = "float32" if on_class is not None else map_dtype  # the callback gets float32 maps
         for item, scores, maps in stream_maps(model, ds, batch_size, sigma, device, precision, num_workers,
                                               host_dtype, progress, f"{name}/{cls}", timer):
@@ -235,55 +230,3 @@ def localisation_quality(p: ClassPredictions, i: int, n_layers: int) -> float:
     A normal image's quality is low when its map rises anywhere (a false alarm).
     """
     return float(metrics.pixel_auroc(p.masks[i], p.maps[i]) if p.labels[i] else 1 - p.maps[i].max() / n_layers)
-
-
-def to_markdown(table: pd.DataFrame, digits: int = 1) -> str:
-    """A Markdown table (no extra dependency), metrics rounded to ``digits``."""
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for i in range(len(table)):  # per column, so integer columns stay integers (iterrows would upcast)
-        cells = [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in (table[c].iloc[i] for c in cols)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_table(table: pd.DataFrame, stem: str | Path, note: str | None = None, latex: bool = False) -> list[Path]:
-    """Write ``stem.csv`` and ``stem.md`` (and ``stem.tex``) atomically; ``note`` heads the Markdown and LaTeX."""
-    stem = Path(stem)
-    paths = [stem.with_suffix(".csv"), stem.with_suffix(".md")]
-    atomic_write_text(paths[0], table.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(paths[1], (f"{note}\n\n" if note else "") + to_markdown(table))
-    if latex:
-        paths.append(stem.with_suffix(".tex"))
-        atomic_write_text(paths[2], to_latex(table, note))
-    return paths
-
-
-def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
-    """A booktabs ``tabular`` (no extra dependency); floats with one decimal, ``caption`` as a comment."""
-    def cell(v: Any) -> str:
-        text = f"{v:.1f}" if isinstance(v, float) else str(v)
-        return re.sub(r"([&%_#$])", r"\\\1", text)
-    lines = [f"% {caption}" if caption else "%", "\\begin{tabular}{" + "l" * len(table.columns) + "}", "\\toprule",
-             " & ".join(cell(c) for c in table.columns) + " \\\\", "\\midrule"]
-    lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in table.itertuples(index=False)]
-    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
-
-
-def nan_notes(table: pd.DataFrame) -> list[str]:
-    """Why a table of :func:`evaluate` shows ``nan``, and what its ``mean`` row averages (one sentence each)."""
-    rows = table[table["class"] != "mean"]
-    notes = []
-    for _, r in rows.iterrows():
-        if r["anomalous"] == 0 or r["anomalous"] == r["images"]:
-            only = "normal" if r["anomalous"] == 0 else "anomalous"
-            notes.append(f"{r['class']}: nan image metrics, its {r['images']} images are all {only} (AUROC and AP "
-                         "need both kinds)")
-        if math.isnan(r["pixel_auroc"]) and 0 < r["anomalous"]:
-            notes.append(f"{r['class']}: nan pixel metrics, none of its anomalous images has a mask")
-        elif math.isnan(r["pixel_auroc"]):
-            notes.append(f"{r['class']}: nan pixel metrics, no anomalous pixels to find")
-    if notes and len(rows) > 1:
-        notes.append("mean: each metric is averaged over the classes where it is defined (nan skipped); its images "
-                     "and anomalous columns count every class")
-    return notes

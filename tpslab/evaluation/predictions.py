@@ -17,31 +17,36 @@ image before compression (0.5 MB at 518 px).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tpslab.utils import TPSLabError, atomic_path, atomic_write_json
+from tpslab.store import plain_json, read_spec, write_spec
+from tpslab.utils import TPSLabError, atomic_path
 
 SPEC, DONE = "spec.json", "done.json"
 FORMAT = 1  # bump when the file layout changes: older runs are then recomputed
 
 
 @dataclass
-class ClassRun:
-    """One class's stored predictions."""
+class ClassPredictions:
+    """Everything predicted for one class: what is stored, and what evaluation scores.
+
+    Stored runs hold unsmoothed float16 maps at the method's input size and no masks;
+    :func:`tpslab.evaluation.evaluate.predict_dataset` gives smoothed maps and the ground truth.
+    """
 
     scores: np.ndarray  # (N,) float32 image scores
-    maps: np.ndarray  # (N, S, S) float16, unsmoothed, at the method's input size
+    maps: np.ndarray  # (N, S, S) anomaly maps
     labels: np.ndarray  # (N,) int 0/1
     has_mask: np.ndarray  # (N,) bool: False for an anomalous image without a mask (image metrics only)
     paths: list[str]  # image paths relative to the data set root
-    defect_types: list[str]  # "good" or the defect type of each image
+    defect_types: list[str] = field(default_factory=list)  # "good" or the defect type of each image
+    masks: np.ndarray | None = None  # (N, S, S) ground truth in {0, 1}, when loaded
 
 
 def class_file(folder: Path, cls: str) -> Path:
@@ -49,32 +54,19 @@ def class_file(folder: Path, cls: str) -> Path:
     return folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cls)}.npz"
 
 
-def _json(obj: Any) -> Any:
-    """``obj`` as JSON gives it back (tuples as lists), so specs compare equal after a round trip."""
-    return json.loads(json.dumps(obj, sort_keys=True))
-
-
-def read_spec(folder: Path) -> dict[str, Any] | None:
-    """The spec a folder was made with, or None (no folder, or an unreadable spec)."""
-    try:
-        return json.loads((folder / SPEC).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_done(folder: Path, spec: dict[str, Any]) -> bool:
     """Whether ``folder`` holds a complete run made with ``spec``."""
-    return (folder / DONE).is_file() and read_spec(folder) == _json({**spec, "format": FORMAT})
+    return (folder / DONE).is_file() and read_spec(folder, SPEC) == plain_json({**spec, "format": FORMAT})
 
 
 def start(folder: Path, spec: dict[str, Any]) -> None:
     """Make ``folder`` ready for a run with ``spec``: a stale run (other spec) is removed first."""
-    spec = _json({**spec, "format": FORMAT})
-    if folder.exists() and read_spec(folder) != spec:
+    spec = plain_json({**spec, "format": FORMAT})
+    if folder.exists() and read_spec(folder, SPEC) != spec:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if read_spec(folder) is None:
-        atomic_write_json(folder / SPEC, spec)
+    if read_spec(folder, SPEC) is None:
+        write_spec(folder, spec, SPEC)
 
 
 def has_class(folder: Path, cls: str) -> bool:
@@ -82,7 +74,7 @@ def has_class(folder: Path, cls: str) -> bool:
     return class_file(folder, cls).is_file()
 
 
-def save_class(folder: Path, cls: str, run: ClassRun) -> Path:
+def save_class(folder: Path, cls: str, run: ClassPredictions) -> Path:
     """Write one class's predictions atomically (compressed; maps as float16)."""
     path = class_file(folder, cls)
     with atomic_path(path) as tmp:
@@ -93,7 +85,7 @@ def save_class(folder: Path, cls: str, run: ClassRun) -> Path:
     return path
 
 
-def load_class(folder: Path, cls: str) -> ClassRun:
+def load_class(folder: Path, cls: str) -> ClassPredictions:
     """One class's predictions.
 
     Raises:
@@ -102,7 +94,7 @@ def load_class(folder: Path, cls: str) -> ClassRun:
     path = class_file(folder, cls)
     try:
         with np.load(path) as f:
-            return ClassRun(f["scores"], f["maps"], f["labels"].astype(int), f["has_mask"], f["paths"].tolist(),
+            return ClassPredictions(f["scores"], f["maps"], f["labels"].astype(int), f["has_mask"], f["paths"].tolist(),
                             f["defect_types"].tolist())
     except (OSError, KeyError, ValueError) as err:
         raise TPSLabError(f"{path}: stored predictions cannot be read ({err}); delete it and rerun") from err
@@ -110,18 +102,16 @@ def load_class(folder: Path, cls: str) -> ClassRun:
 
 def finish(folder: Path, counts: dict[str, int], image_size: int, sigma: float, mask_rule: str) -> None:
     """Mark a run complete: ``done.json`` with each class's image count and the method's reference protocol."""
-    atomic_write_json(folder / DONE, {"classes": counts, "image_size": int(image_size), "sigma": float(sigma),
-                                      "mask_rule": mask_rule})
+    write_spec(folder, {"classes": counts, "image_size": int(image_size), "sigma": float(sigma),
+                        "mask_rule": mask_rule}, DONE)
 
 
 def done_info(folder: Path) -> dict[str, Any]:
     """What ``done.json`` holds: ``classes`` (class -> images), the method's ``image_size``, ``sigma`` and rule."""
-    try:
-        info = json.loads((folder / DONE).read_text())
-        info["classes"]  # noqa: B018 - a done.json without it is not one of ours
-        return info
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise TPSLabError(f"{folder}: not a complete prediction run ({DONE} missing or unreadable)") from err
+    info = read_spec(folder, DONE)
+    if not isinstance(info, dict) or not isinstance(info.get("classes"), dict):  # not one of ours
+        raise TPSLabError(f"{folder}: not a complete prediction run ({DONE} missing or unreadable)")
+    return info
 
 
 def done_classes(folder: Path) -> dict[str, int]:

@@ -37,14 +37,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from tpslab.backbone.core import Backbone, ImageFeatures, load_clip
-from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, learnable_seed, scaled_sigma
+from tpslab.methods.base import (
+    SIGMA_AT_518,
+    Detector,
+    EvalProtocol,
+    Prediction,
+    evaluating,
+    learnable_seed,
+    scaled_sigma,
+)
 from tpslab.methods.tps.model import TPSOutput, image_logits, make_preprocess, output_to_prediction, patch_logits
 from tpslab.methods.tps.prompts import PromptLearner, deep_prompt_layers, learned_sentences
 from tpslab.utils import SettingsDict, TPSLabError
 
 STATES = ("{}", "damaged {}")  # (normal, anomalous); "{}" is the object-agnostic noun
 NOUN = "object"
-SIGMA_AT_518 = 4.0  # AnomalyCLIP test.py: gaussian_filter(sigma=4) on 518 px maps
 
 
 @dataclass

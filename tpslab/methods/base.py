@@ -45,17 +45,30 @@ class Prediction:
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """How a method's reference code evaluates it.
+    """How maps are turned into metrics: a method's reference protocol, or a comparison's.
+
+    A method's :attr:`Detector.protocol` gives its reference code's settings; ``tpslab compare``
+    also scores every stored run under a *harmonised* protocol (one size, one sigma, one mask
+    rule), where ``None`` means "the method's own".
 
     Attributes:
-        image_size: input size the maps are scored at (518 for TPS, 240 for WinCLIP).
-        sigma: Gaussian sigma in pixels applied to the maps before the metrics; 0 = none.
+        image_size: size the maps are scored at (518 for TPS, 240 for WinCLIP); None: the method's own.
+        sigma: Gaussian sigma in pixels applied to the maps before the metrics (0: none); None: the method's own.
         source: where the protocol comes from (a reference file, or a decision in docs/baselines.md, section 8).
+        name: ``"reference"`` or ``"harmonised"``.
+        mask_rule: how masks are binarised (``"gt_half"``, MuSc's ``"eq_one"``); None: the method's own.
+        aupro_method: ``"exact"`` or ``"authors"``.
     """
 
-    image_size: int
-    sigma: float
+    image_size: int | None
+    sigma: float | None
     source: str = ""
+    name: str = "reference"
+    mask_rule: str | None = None
+    aupro_method: str = "exact"
+
+
+SIGMA_AT_518 = 4.0  # the reference smoothing: the authors' (and AnomalyCLIP's) test code, sigma 4 px on 518 px maps
 
 
 def scaled_sigma(sigma_at_518: float, image_size: int) -> float:

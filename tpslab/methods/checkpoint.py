@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from tpslab.methods import method_module
 from tpslab.methods.base import Detector
 from tpslab.utils import TPSLabError, atomic_torch_save
 
@@ -125,8 +126,6 @@ def load_checkpoint(path: str | os.PathLike, **overrides: Any) -> Detector:
     Returns:
         The model, on the CPU.
     """
-    from tpslab.methods import method_module
-
     ckpt = read_checkpoint(path)
     module = method_module(ckpt.get("method", "tps"))
     model = module.build(module.Settings.from_dict({**ckpt["model_config"], **overrides}))

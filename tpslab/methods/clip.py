@@ -31,12 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from tpslab.backbone.core import Backbone, load_clip
-from tpslab.methods.base import Detector, EvalProtocol, Prediction, check_class_names, scaled_sigma
+from tpslab.methods.base import SIGMA_AT_518, Detector, EvalProtocol, Prediction, check_class_names, scaled_sigma
 from tpslab.methods.tps.model import anomaly_map, make_preprocess, upsample_probs
 from tpslab.utils import SettingsDict
 
 TEMPLATES = ("a photo of a normal {}.", "a photo of an anomalous {}.")  # (normal, anomalous)
-SIGMA_AT_518 = 4.0  # AnomalyCLIP test.py: gaussian_filter(sigma=4) on 518 px maps
 
 
 def class_word(class_name: str) -> str:

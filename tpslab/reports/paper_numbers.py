@@ -24,6 +24,7 @@ from typing import Any
 SOURCE = "Ma et al., Aligning and Prompting Anything for Zero-Shot Generalized Anomaly Detection, AAAI 2025"
 
 METHODS = ("CLIP", "WinCLIP", "AnomalyCLIP", "MuSc", "TPS")
+PAPER_NAMES = {"tps": "TPS", "clip": "CLIP", "winclip": "WinCLIP", "anomalyclip": "AnomalyCLIP", "musc": "MuSc"}
 
 DATASET_NAMES = {
     "mvtec": "MVTec AD", "visa": "VisA", "mpdd": "MPDD", "btad": "BTAD", "sdsaliency900": "SD-saliency-900",

@@ -1,6 +1,6 @@
 """Tables 1-3 and Figure 3 of the paper, our columns beside the published ones, from a comparison summary.
 
-The summary is :func:`tpslab.runs.compare.summarise`'s tidy table (one row per entry, data set, run,
+The summary is :func:`tpslab.runs.score.summarise`'s tidy table (one row per entry, data set, run,
 protocol and metric). Here it becomes:
 
 * a *long* table per paper table (CSV): every cell of ours with its mean, std over replicates,
@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from tpslab.reports import paper_numbers as pn
-from tpslab.runs.compare import PAPER_NAMES
+from tpslab.viz import _title
 
 TABLE_METRICS = pn.TABLE_METRICS  # which two metrics each table's pairs are
 DAGGER = pn.DAGGER
+PAPER_NAMES = pn.PAPER_NAMES  # tpslab's method name -> the paper's
 
 
 def _published(table: int, dataset: str, entry: str, metric: str) -> tuple[float, str]:
@@ -41,7 +42,7 @@ def long_table(summary: pd.DataFrame, table: int, protocol: str, runs: dict[str,
     """Table 1 or 2 as one row per (data set, method, metric), ours beside the published number.
 
     Args:
-        summary: :func:`tpslab.runs.compare.summarise` output.
+        summary: :func:`tpslab.runs.score.summarise` output.
         table: 1 (classification) or 2 (segmentation).
         protocol: ``reference`` or ``harmonised``.
         runs: data set -> the run whose trained models fill the table (``industrial_runs``).
@@ -145,8 +146,6 @@ def plot_intervals(long: pd.DataFrame, metrics: tuple[str, ...], title: str, lab
 
 def _plot_intervals(long: pd.DataFrame, metrics: tuple[str, ...], title: str, label: str | None, hue: str, x: str,
                     value: str, colours: list) -> plt.Figure:
-    from tpslab.viz import _title
-
     hues = paper_order(list(dict.fromkeys(long[hue]))) if hue == "method" else list(dict.fromkeys(long[hue]))
     xs = list(dict.fromkeys(long[x]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.4, 0.9 * len(xs) * max(1, len(hues)) / 2.5)

@@ -1,6 +1,6 @@
 """The disk a profile's training runs need in the feature cache (``tpslab compare --dry-run``, ``tpslab cache info``).
 
-Every train job of the comparison (:func:`tpslab.runs.grid.plan`) reads the frozen features of its
+Every train job of the comparison (:func:`tpslab.runs.plan.plan`) reads the frozen features of its
 auxiliary data set. Jobs whose features coincide share one set of cache entries: the seeds
 of a run and the ablation rows (their prompts and pathway do not change CLIP's features);
 AnomalyCLIP's DPAM features and the authors'-code variant are sets of their own. The size of
@@ -14,6 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tpslab.backbone.cache import arch_entry_bytes, cache_limit, cache_root, free_bytes
+from tpslab.data.meta import load_meta
+from tpslab.methods import method_module
+from tpslab.runs.plan import plan, train_set
 from tpslab.utils import TPSLabError
 
 # test-split images of the auxiliary data sets the profiles train on, when their meta.json is not there yet
@@ -21,8 +25,6 @@ KNOWN_TRAIN_IMAGES = {"mvtec": 1725, "visa": 2162, "headct": 200, "isic": 379}
 
 
 def _images(datasets: dict[str, str], name: str) -> int | None:
-    from tpslab.data.meta import load_meta
-
     meta = Path(datasets.get(name, ""))
     if meta.is_file():
         try:
@@ -34,10 +36,6 @@ def _images(datasets: dict[str, str], name: str) -> int | None:
 
 def feature_sets(profile: Any, datasets: dict[str, str]) -> list[dict[str, Any]]:
     """One row per distinct set of cached features: what it is, its images, bytes per image and in all."""
-    from tpslab.backbone.cache import arch_entry_bytes
-    from tpslab.methods import method_module
-    from tpslab.runs.grid import plan, train_set
-
     rows: dict[tuple, dict[str, Any]] = {}
     for job in plan(profile):
         if job.kind != "train":
@@ -63,8 +61,6 @@ def feature_sets(profile: Any, datasets: dict[str, str]) -> list[dict[str, Any]]
 
 def describe(profile: Any, datasets: dict[str, str]) -> list[str]:
     """Lines stating the disk the profile's training needs in the feature cache, and what there is."""
-    from tpslab.backbone.cache import cache_limit, cache_root, free_bytes
-
     if not profile.train_config.cache_features:
         return [f"feature cache: off in profile {profile.name} (train.cache_features: false)"]
     sets = feature_sets(profile, datasets)

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tpslab.backbone.loading import missing_weights_reason
+from tpslab.methods import method_module
 from tpslab.profiles import Profile, data_root, load_profile, missing_datasets, results_root
 from tpslab.utils import PROJECT, TPSLabError, project_path, shown
 
@@ -54,37 +56,12 @@ def missing_weights(profile: Profile) -> str | None:
 
 def missing_weight_lines(profile: Profile) -> list[str]:
     """One line per set of CLIP weights of the profile's methods that is not at hand here (local files only)."""
-    from tpslab.methods import method_module
-
     wanted = {(profile.model_config.backbone, profile.model_config.pretrained): ["model.pretrained"]}
     for method, settings in profile.methods.items():
         s = method_module(method).Settings.from_dict(settings)
         wanted.setdefault((s.backbone, s.pretrained), []).append(f"methods.{method}.pretrained")
-    problems = [_missing_weights(n, w, keys) for (n, w), keys in sorted(wanted.items(), key=str)]
+    problems = [missing_weights_reason(n, w, keys) for (n, w), keys in sorted(wanted.items(), key=str)]
     return [p for p in problems if p]
-
-
-def _missing_weights(name: str, pretrained: str | None, keys: list[str] | None = None) -> str | None:
-    """Why one backbone's weights cannot be loaded here, or None; ``keys`` are the settings that name them."""
-    keys = keys or ["model.pretrained"]
-    if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
-        path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
-        return None if path.exists() else f"CLIP weights {path} not found ({', '.join(keys)})"
-    if not pretrained:
-        return None  # seeded random weights
-    from huggingface_hub import try_to_load_from_cache
-    from open_clip.pretrained import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(name, pretrained)
-    repo = cfg.get("hf_hub", "").rstrip("/")
-    files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    if repo and any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
-        return None
-    if cfg.get("url") and (Path.home() / ".cache" / "clip" / os.path.basename(cfg["url"])).is_file():
-        return None
-    return (f"CLIP weights {name} '{pretrained}' ({', '.join(keys)}) are not cached (Hugging Face {repo or '-'}, or "
-            f"~/.cache/clip): tpslab (open_clip) downloads them on first use, which needs internet; offline, fetch "
-            f"them elsewhere and copy the cache, or set {keys[0]} to a local file (see data/README.md)")
 
 
 def _is_download(profile: Profile) -> bool:

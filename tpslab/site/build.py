@@ -116,7 +116,7 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
                  ("prediction runs", len(res.runs)), ("missing jobs", len(res.missing))]) + "</table>")
     (out / "about.html").write_text(pages.page("what this is", about, nav))
     if notebooks is not None:
-        from tpslab.site.notebooks import index_body, render
+        from tpslab.site.notebooks import index_body, render  # lazy: nbconvert only for --notebooks
         nav.append(("notebooks", "notebooks.html"))
         (out / "notebooks.html").write_text(pages.page("the course notebooks", index_body(render(notebooks, out)), nav))
     return out / "index.html"

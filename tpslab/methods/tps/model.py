@@ -34,7 +34,17 @@ from torch import nn
 
 from tpslab.backbone.core import Backbone, ImageFeatures, build_backbone
 from tpslab.configs import VARIANTS, TPSConfig  # noqa: F401 - re-exported: tpslab.methods.tps.model.TPSConfig
-from tpslab.methods.base import Detector, EvalProtocol, Prediction, evaluating, learnable_seed, scaled_sigma
+from tpslab.data.dataset import image_transform
+from tpslab.data.images import load_image
+from tpslab.methods.base import (
+    SIGMA_AT_518,
+    Detector,
+    EvalProtocol,
+    Prediction,
+    evaluating,
+    learnable_seed,
+    scaled_sigma,
+)
 from tpslab.methods.tps.pathway import Pathway
 from tpslab.methods.tps.prompts import (
     FIXED_GLOBAL,
@@ -125,9 +135,6 @@ def output_to_prediction(out: TPSOutput, size: int, return_layers: bool = False)
     probs = [upsample_probs(p, size) for p in out.patch_logits]  # (B, 2, S, S) each
     extras = {"layer_probs": probs} if return_layers else {}
     return Prediction(out.image_logits.softmax(-1)[:, 1], anomaly_map(probs), extras)
-
-
-SIGMA_AT_518 = 4.0  # the authors' test code smooths 518 px maps with a Gaussian of sigma 4
 
 
 class TPS(Detector):
@@ -279,8 +286,6 @@ class TPS(Detector):
 
 def make_preprocess(backbone: Backbone):
     """PIL image -> (3, S, S) tensor: bicubic resize to S x S (no aspect kept), OpenAI mean/std."""
-    from tpslab.data.dataset import image_transform
-
     mean, std = backbone.mean_std
     return image_transform(backbone.image_size, mean, std)
 
@@ -313,7 +318,5 @@ def build_model(
 
 def load_image_tensor(model: TPS, path: str) -> torch.Tensor:
     """Read an image file and preprocess it for ``model`` (3, S, S)."""
-    from tpslab.data.images import load_image
-
     img: Image.Image = load_image(path)
     return model.preprocess(img)

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from tpslab.data.dataset import Examples  # noqa: E402
+from tpslab.evaluation.evaluate import predict_dataset
 from tpslab.utils import atomic_path  # noqa: E402
 
 if TYPE_CHECKING:
@@ -197,8 +198,6 @@ def example_figure(model: TPS, examples: Examples, title: str, label: str | None
         notes: one more caption line per example (e.g. its localisation quality).
         device: where the model runs.
     """
-    from tpslab.evaluation.evaluate import predict_dataset
-
     p = predict_dataset(model, examples.items, len(examples.items), None, device, progress=False)
     captions = [f"{c}\n{'anomalous' if y else 'normal'}, score {s:.2f}" + (f"\n{notes[j]}" if notes else "")
                 for j, (c, y, s) in enumerate(zip(examples.classes, p.labels, p.scores, strict=True))]

@@ -37,9 +37,11 @@ from tqdm.auto import tqdm
 
 from tpslab.configs import EvalConfig
 from tpslab.data.images import IMAGE_SUFFIXES, load_image
+from tpslab.data.meta import load_meta
 from tpslab.data.pairing import MASK_DIRS, norm_name
 from tpslab.evaluation.evaluate import smooth_maps
 from tpslab.methods.base import Detector
+from tpslab.store import RUN_JSON, refuse_existing
 from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
 from tpslab.viz import prediction_panel
 
@@ -61,8 +63,6 @@ def _flat_name(rel: Path) -> str:
 
 
 def _from_meta(path: Path, split: str) -> list[tuple[Path, str]]:
-    from tpslab.data.meta import load_meta
-
     meta = load_meta(path)
     if not meta.splits.get(split):
         raise TPSLabError(f"{path}: split {split!r} has no images; choose another --split")
@@ -106,8 +106,6 @@ def collect_images(inputs: Sequence[str | Path], split: str = "test") -> list[Fo
 
 def _clear_previous(out: Path, force: bool) -> None:
     """Refuse a folder holding a previous run (unless ``force``); with ``force``, remove that run's files."""
-    from tpslab.store import RUN_JSON, refuse_existing
-
     refuse_existing([out / name for name in OUTPUTS], force, "a previous predict run")
     old = out / "scores.csv"
     if old.is_file():
