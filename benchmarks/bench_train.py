@@ -51,7 +51,7 @@ def measure(label: str, backbone: str, size: int, n: int, batch: int, device: st
         model = tpslab.build_model(backbone, None, size, seed=0)
         cfg = TrainConfig(epochs=2, batch_size=batch, lr_pathway=1e-3, cache_features=cached, device=device)
         start = time.perf_counter()
-        history = train(model, ds, cfg, tmp / f"run-{label}-{way}", progress=False, log=lambda s: None)
+        history = train(model, ds, cfg, tmp / f"run-{label}-{way}", progress=False)
         total = time.perf_counter() - start
         steps = 2 * -(-len(ds) // batch)
         epochs_s = sum(h["seconds"] for h in history)

@@ -15,7 +15,7 @@ from tpslab.utils import TPSLabError
 def run(tiny_data, out, epochs):
     model = tpslab.build_model(seed=0)
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr_pathway=1e-3, cache_features=True, device="cpu")
-    return model, train(model, AnomalyDataset(tiny_data["train"], 64), cfg, out, progress=False, log=lambda s: None)
+    return model, train(model, AnomalyDataset(tiny_data["train"], 64), cfg, out, progress=False)
 
 
 def test_checkpoint_round_trip(tiny_data, tmp_path, images):

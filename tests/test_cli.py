@@ -6,30 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
+from conftest import one_line_error
 from PIL import Image
 
 import tpslab
 import tpslab.methods.checkpoint
 from tpslab.cli import main
-from tpslab.data.dataset import AnomalyDataset
-from tpslab.methods.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt")
-    model = tpslab.build_model(seed=0)
-    train(model, AnomalyDataset(tiny_data["train"], 64), TrainConfig(epochs=1, cache_features=True, device="cpu"),
-          out, progress=False, log=lambda s: None)
-    return out / "checkpoint.pt"
-
-
-def one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("tpslab: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_missing_meta_is_one_line(capsys, tmp_path, checkpoint):

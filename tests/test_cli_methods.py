@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from conftest import one_line_error
 
 from tpslab import methods
 from tpslab.cli import main
 from tpslab.methods.checkpoint import read_checkpoint
 from tpslab.profiles import load_profile
 from tpslab.utils import TPSLabError
-
-
-def one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("tpslab: error: ") and err.count("\n") == 1, err
-    return err
 
 
 @pytest.mark.parametrize("method", ["clip", "winclip", "musc"])

@@ -27,14 +27,6 @@ from tpslab.methods.train import TrainConfig, train
 from tpslab.utils import TPSLabError
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ckpt")
-    train(tpslab.build_model(seed=0), AnomalyDataset(tiny_data["train"], 64),
-          TrainConfig(epochs=1, cache_features=True, device="cpu"), out, progress=False, log=lambda s: None)
-    return out / "checkpoint.pt"
-
-
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (hidden ones too) and a hash of its bytes."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -307,15 +307,15 @@ def test_paper_dry_run_lists_one_missing_item_per_line(capsys, tmp_path):
     assert any("data/README.md" in line for line in missing)
 
 
-def test_anomalyclip_log_shows_only_the_rates_it_uses(tiny_data, tmp_path):
+def test_anomalyclip_log_shows_only_the_rates_it_uses(tiny_data, tmp_path, capsys):
     from tpslab.data.dataset import AnomalyDataset
     from tpslab.methods import build_method
     from tpslab.methods.train import TrainConfig, train
 
-    lines: list[str] = []
     model = build_method("anomalyclip", backbone="tpslab-tiny", pretrained=None, image_size=None)
     train(model, AnomalyDataset(tiny_data["train"], model.image_size, classes=["brick"]),
-          TrainConfig(epochs=1, device="cpu"), tmp_path, progress=False, log=lines.append)
+          TrainConfig(epochs=1, device="cpu"), tmp_path, progress=False)
+    lines = capsys.readouterr().out.splitlines()
     setting = next(line for line in lines if line.startswith("training:"))
     assert "lr_prompts" in setting and "lr_pathway" not in setting
 

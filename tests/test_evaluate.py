@@ -53,7 +53,7 @@ def test_write_table(tmp_path):
     assert to_markdown(table, 2).splitlines()[2] == "| d | c | 91.23 |"
 
 
-def test_demo_end_to_end_on_a_tiny_profile(tmp_path):
+def test_demo_end_to_end_on_a_tiny_profile(tmp_path, capsys):
     """The main job's plumbing on a profile small enough for a unit test (1 epoch, 6 images a class)."""
     from tpslab.cli.demo import run_demo
     from tpslab.profiles import PROFILE_DIR
@@ -63,8 +63,9 @@ def test_demo_end_to_end_on_a_tiny_profile(tmp_path):
     smoke["data"]["synthetic"]["n_per_class"] = 6
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(smoke))
-    lines = []
-    result = run_demo(str(path), out=tmp_path / "out", data=tmp_path / "data", progress=False, log=lines.append)
+    capsys.readouterr()
+    result = run_demo(str(path), out=tmp_path / "out", data=tmp_path / "data", progress=False)
+    lines = capsys.readouterr().out.splitlines()
     assert lines[-2].startswith("held-out pixel AUROC: untrained ") and " -> trained " in lines[-2]
     assert "class token" in lines[-1]  # why the image AUROC stays near 0.55 on random weights (issue 8, item 22)
     assert set(result) == {"pixel_auroc_untrained", "pixel_auroc_trained", "image_auroc_untrained", "image_auroc_trained"}

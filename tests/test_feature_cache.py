@@ -89,22 +89,22 @@ def test_eviction_removes_least_recently_used(small):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_training_from_a_warm_cache_equals_cold(small, tmp_path, dtype):
+def test_training_from_a_warm_cache_equals_cold(small, tmp_path, dtype, capsys):
     """Cold runs train on the features as stored, so warm = cold exactly, whatever the storage dtype."""
     cfg = TrainConfig(epochs=1, batch_size=8, lr_pathway=1e-3, cache_features=True, cache_dtype=dtype, device="cpu")
     models = []
     for run in ("cold", "warm"):
         model = tpslab.build_model(seed=0)
-        lines = []
-        train(model, small, cfg, tmp_path / run, progress=False, log=lines.append)
+        capsys.readouterr()
+        train(model, small, cfg, tmp_path / run, progress=False)
+        lines = capsys.readouterr().out.splitlines()
         assert any(("0 images read" if run == "cold" else f"{len(small)} images read") in x for x in lines), lines
         models.append(model.trainable_state_dict())
     for k, v in models[0].items():
         assert torch.equal(v, models[1][k]), k
     if dtype == "float32":  # float32 storage is exact: as training without the disk cache
         plain = tpslab.build_model(seed=0)
-        train(plain, small, TrainConfig(**{**cfg.__dict__, "disk_cache": False}), tmp_path / "plain", progress=False,
-              log=lambda s: None)
+        train(plain, small, TrainConfig(**{**cfg.__dict__, "disk_cache": False}), tmp_path / "plain", progress=False)
         for k, v in plain.trainable_state_dict().items():
             assert torch.equal(v, models[0][k]), k
 
@@ -153,7 +153,7 @@ def test_entry_bytes_states_the_disk_an_image_takes(small):
 
 
 @pytest.mark.parametrize("shortage", ["disk", "limit", "write"])
-def test_too_little_room_trains_without_the_cache(small, tmp_path, monkeypatch, shortage):
+def test_too_little_room_trains_without_the_cache(small, tmp_path, monkeypatch, shortage, capsys):
     """No room (disk, size limit, or a failing write): training says so, runs without the cache, same result."""
     if shortage == "disk":
         monkeypatch.setattr(fc, "free_bytes", lambda root: 10**6)
@@ -165,14 +165,14 @@ def test_too_little_room_trains_without_the_cache(small, tmp_path, monkeypatch, 
         monkeypatch.setattr(fc, "atomic_path", full)  # the cache's writes fail; the checkpoint's do not
     cfg = TrainConfig(epochs=1, batch_size=8, lr_pathway=1e-3, cache_features=True, cache_dtype="float32",
                       device="cpu")
-    lines = []
     model = tpslab.build_model(seed=0)
-    train(model, small, cfg, tmp_path / "run", progress=False, log=lines.append)
+    capsys.readouterr()
+    train(model, small, cfg, tmp_path / "run", progress=False)
+    lines = capsys.readouterr().out.splitlines()
     said = [x for x in lines if "training without the feature cache" in x]
     assert len(said) == 1 and ("GB" in said[0] or "failed" in said[0]), lines
     plain = tpslab.build_model(seed=0)
-    train(plain, small, TrainConfig(**{**cfg.__dict__, "cache_features": False}), tmp_path / "plain", progress=False,
-          log=lambda s: None)
+    train(plain, small, TrainConfig(**{**cfg.__dict__, "cache_features": False}), tmp_path / "plain", progress=False)
     for k, v in plain.trainable_state_dict().items():
         assert torch.allclose(v, model.trainable_state_dict()[k], atol=1e-6), k
 

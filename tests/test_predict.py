@@ -10,19 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tpslab
 from tpslab.cli import main
 from tpslab.data.dataset import AnomalyDataset
-from tpslab.methods.train import TrainConfig, train
 from tpslab.runs.predict import COLUMNS, collect_images
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ckpt")
-    train(tpslab.build_model(seed=0), AnomalyDataset(tiny_data["train"], 64, classes=["brick"]),
-          TrainConfig(epochs=1, cache_features=True, device="cpu"), out, progress=False, log=lambda s: None)
-    return out / "checkpoint.pt"
 
 
 def rows(out: Path) -> list[dict[str, str]]:

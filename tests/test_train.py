@@ -16,7 +16,7 @@ FAST = dict(batch_size=8, lr_pathway=1e-3, cache_features=True, device="cpu")
 def run(tiny_data, out, epochs, resume=False, **model_kw):
     model = tpslab.build_model(seed=0, **model_kw)
     ds = AnomalyDataset(tiny_data["train"], 64)
-    history = train(model, ds, TrainConfig(epochs=epochs, **FAST), out, resume=resume, progress=False, log=lambda s: None)
+    history = train(model, ds, TrainConfig(epochs=epochs, **FAST), out, resume=resume, progress=False)
     return model, history
 
 
@@ -71,6 +71,6 @@ def test_uncached_training_matches_cached(tiny_data, tmp_path):
     cached, _ = run(tiny_data, tmp_path / "c", epochs=1)
     model = tpslab.build_model(seed=0)
     cfg = TrainConfig(epochs=1, **{**FAST, "cache_features": False})
-    train(model, AnomalyDataset(tiny_data["train"], 64), cfg, tmp_path / "u", progress=False, log=lambda s: None)
+    train(model, AnomalyDataset(tiny_data["train"], 64), cfg, tmp_path / "u", progress=False)
     for k, v in cached.trainable_state_dict().items():
         torch.testing.assert_close(model.trainable_state_dict()[k], v, msg=k)

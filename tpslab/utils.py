@@ -266,20 +266,29 @@ def check_types(cls: type, data: dict[str, Any], section: str) -> dict[str, Any]
     return {k: coerce_setting(cls, k, v, f"{section}.{k}") for k, v in data.items()}
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stdout`` is when a line is logged (notebooks, redirections, tests)."""
+
+    @property
+    def stream(self) -> Any:  # noqa: D102
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> logging.Logger:
-    """Send tpslab's progress lines (its modules' loggers) to the current ``sys.stdout``, one plain line each.
+    """Send tpslab's progress lines (its modules' loggers) to ``sys.stdout``, one plain line each.
 
     The command line and the notebooks call this; a library user leaves logging as it is (or
-    configures the ``tpslab`` logger as they like). Calling it again replaces the handler, so
-    the lines follow a redirected ``sys.stdout``.
+    configures the ``tpslab`` logger as they like). Calling it again changes nothing but the level.
     """
     logger = logging.getLogger("tpslab")
-    for handler in [h for h in logger.handlers if getattr(h, "_tpslab", False)]:
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._tpslab = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
     return logger

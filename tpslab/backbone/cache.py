@@ -30,7 +30,6 @@ room and that the set fits the size limit; if not (or a write fails), it raises
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -43,8 +42,8 @@ import torch
 
 from tpslab.backbone.core import ImageFeatures
 from tpslab.configs import CACHE_DTYPES  # noqa: F401 - re-exported
-from tpslab.store import digest
-from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
+from tpslab.store import digest, read_spec, write_spec
+from tpslab.utils import TPSLabError, atomic_path
 
 FEATURE_VERSION = 2  # bump when the feature code changes what it computes (FEATURE_CODE catches the rest)
 # The modules whose code computes the frozen features: their source is part of the key, so features
@@ -53,10 +52,11 @@ FEATURE_MODULES = ("backbone/core.py", "backbone/loading.py", "methods/tps/model
                    "data/images.py", "data/dataset.py")
 
 
-def feature_codedigest() -> str:
+def feature_code_digest() -> str:
     """A digest of the source of :data:`FEATURE_MODULES` (part of every cache key)."""
     here = Path(__file__).parents[1]  # tpslab/
     return hashlib.sha256(b"".join((here / m).read_bytes() for m in FEATURE_MODULES)).hexdigest()[:16]
+SPEC = "spec.json"  # in each model folder: what its key stands for
 DEFAULT_LIMIT_GB = 80.0  # the paper comparison needs about 61 GB (tpslab cache info --profile paper)
 HALF_FROM_BYTES = 1 << 20  # "auto": float16 when an image's float32 features take at least this
 SPARE_BYTES = 1 << 30  # disk space left free when the cache is filled
@@ -136,7 +136,7 @@ def model_spec(model: Any) -> dict[str, Any]:
     weights: Any = pretrained or f"random, seed {cfg.get('seed')}"
     if pretrained and Path(pretrained).is_file():
         weights = _stamp(Path(pretrained))
-    return {"version": FEATURE_VERSION, "code": feature_codedigest(), "open_clip": open_clip.__version__,
+    return {"version": FEATURE_VERSION, "code": feature_code_digest(), "open_clip": open_clip.__version__,
             "torch": torch.__version__, "backbone": cfg.get("backbone"),
             "weights": weights, "image_size": model.image_size, "pos_resize": cfg.get("pos_resize"),
             "quick_gelu": cfg.get("quick_gelu"), "layers": list(model.backbone.layers),
@@ -241,8 +241,8 @@ class FeatureStore:
 
     def save(self, key: str, entry: Entry) -> Entry:
         """Write an entry atomically; return it as it reads back (rounded to the storage dtype)."""
-        if not (self.dir / "spec.json").is_file():
-            atomic_write_text(self.dir / "spec.json", json.dumps(self.spec, indent=1, default=str))
+        if read_spec(self.dir, SPEC) is None:
+            write_spec(self.dir, self.spec, SPEC)
         dtype = self.storage_dtype(entry.patches)
         # clone: an entry is often a view into a whole batch, and torch.save writes a view's entire storage
         mask = entry.mask.cpu().bool()

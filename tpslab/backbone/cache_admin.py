@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tpslab.backbone.cache import cache_limit, cache_root, entries
+from tpslab.backbone.cache import SPEC, cache_limit, cache_root, entries
+from tpslab.store import read_spec
 
 
 def info(root: Path | None = None) -> dict[str, Any]:
@@ -20,8 +21,7 @@ def info(root: Path | None = None) -> dict[str, Any]:
         m["bytes"] += st.st_size
     specs = {}
     for key, m in models.items():
-        spec_file = root / key / "spec.json"
-        spec = specs[key] = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
+        spec = specs[key] = read_spec(root / key, SPEC) or {}
         m["what"] = (f"{spec.get('backbone')} {spec.get('weights')} @{spec.get('image_size')} "
                      f"{str(spec.get('kind', '?.?')).split('.')[-2]} blocks {spec.get('layers')}")
     _tell_apart(models, specs)
@@ -51,7 +51,7 @@ def clear(root: Path | None = None) -> int:
         return 0
     removed = 0
     for folder in root.iterdir():
-        if folder.is_dir() and ((folder / "spec.json").is_file() or any(folder.glob("*/*.pt"))):
+        if folder.is_dir() and ((folder / SPEC).is_file() or any(folder.glob("*/*.pt"))):
             shutil.rmtree(folder)
             removed += 1
     return removed

@@ -10,8 +10,8 @@ with seeded random weights and synthetic data, on the CPU, in a few minutes. It 
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,9 +35,11 @@ RANDOM_CLIP_IMAGE_NOTE = (
     "which is where training shows here; the image branch is not broken (with real CLIP weights, as in the "
     "course and paper profiles, the class token does describe the image).")
 
+log = logging.getLogger(__name__)
+
 
 def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: str | Path | None = None,
-             resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+             resume: bool = False, progress: bool = True,
              device: str | None = None, force: bool = False) -> dict[str, float]:
     """Train on the profile's auxiliary data and evaluate on its held-out data, before and after.
 
@@ -47,7 +49,6 @@ def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: s
         data: data root (default ``$TPSLAB_DATA`` or ``./data``).
         resume: continue an interrupted training run.
         progress: show progress bars.
-        log: where one-line messages go.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (default: the profile's).
         force: start again in a folder that holds a previous demo (its outputs are removed first).
 
@@ -78,10 +79,10 @@ def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: s
             if (out / "train" / name).is_file():
                 (out / "train" / name).unlink()
     out.mkdir(parents=True, exist_ok=True)
-    log(f"profile {profile.name}: {profile.description}")
+    log.info(f"profile {profile.name}: {profile.description}")
     found = locate_datasets(profile, data_root(data), progress)
     metas = {"train": found[profile.data.train], "heldout": found[profile.data.test[0]]}
-    log(f"data: {metas['train']} (training domain), {metas['heldout']} (held-out domain)")
+    log.info(f"data: {metas['train']} (training domain), {metas['heldout']} (held-out domain)")
     profile.apply_threads()
     device = str(resolve_device(device or profile.device))
     model = TPS(TPSConfig.from_dict(profile.model))
@@ -92,7 +93,7 @@ def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: s
     viz.save_figure(figure, out / "examples_untrained")
     train_cfg = TrainConfig.from_dict({"threads": profile.threads, **profile.train, "device": device})
     train_ds = AnomalyDataset(metas["train"], model.backbone.image_size)
-    history = train(model, train_ds, train_cfg, out / "train", resume=resume, progress=progress, log=log)
+    history = train(model, train_ds, train_cfg, out / "train", resume=resume, progress=progress)
     after = evaluate_with(model, metas["heldout"], ev, progress=progress, dataset_name="heldout")
     tables = pd.concat([before.assign(model="untrained"), after.assign(model="trained")], ignore_index=True)
     made = ", ".join(f"{k} {v}" for k, v in profile.data.synthetic.items())
@@ -109,8 +110,8 @@ def run_demo(profile_name: str = "smoke", out: str | Path | None = None, data: s
     b, a = before.iloc[-1], after.iloc[-1]
     result = {"pixel_auroc_untrained": b.pixel_auroc, "pixel_auroc_trained": a.pixel_auroc,
               "image_auroc_untrained": b.image_auroc, "image_auroc_trained": a.image_auroc}
-    log(f"results in {out}/ ({time.time() - t0:.0f} s)")
-    log(f"held-out pixel AUROC: untrained {b.pixel_auroc / 100:.3f} -> trained {a.pixel_auroc / 100:.3f}")
+    log.info(f"results in {out}/ ({time.time() - t0:.0f} s)")
+    log.info(f"held-out pixel AUROC: untrained {b.pixel_auroc / 100:.3f} -> trained {a.pixel_auroc / 100:.3f}")
     why = f" ({RANDOM_CLIP_IMAGE_NOTE})" if not profile.model_config.pretrained else ""
-    log(f"held-out image AUROC: untrained {b.image_auroc / 100:.3f} -> trained {a.image_auroc / 100:.3f}{why}")
+    log.info(f"held-out image AUROC: untrained {b.image_auroc / 100:.3f} -> trained {a.image_auroc / 100:.3f}{why}")
     return result

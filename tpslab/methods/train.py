@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tpslab.methods.checkpoint import CHECKPOINT, data_record, load_state, read_
 from tpslab.methods.tps.losses import LossTerms, tps_loss
 from tpslab.utils import TPSLabError, atomic_write_text, resolve_device
 
+log = logging.getLogger(__name__)  # one line per epoch (and the run's settings), as in train.log
 RESUMABLE = ("epochs", *NO_EFFECT_ON_RESULTS)  # may differ when resuming (more epochs extend the run)
 
 
@@ -122,7 +124,6 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on ``dataset``; checkpoint after every epoch.
 
@@ -135,7 +136,6 @@ def train(
             ``RESUMABLE`` may differ: more epochs extend the run). ``tpslab train --resume`` takes
             the settings from the checkpoint (:func:`tpslab.cli.settings.resume_settings`).
         progress: show progress bars.
-        log: where one-line messages go.
 
     Returns:
         The per-epoch history: epoch, loss, image_loss, seg_loss, seconds.
@@ -166,23 +166,23 @@ def train(
         load_state(model, ckpt["state"], str(ckpt_path))
         optimizer.load_state_dict(ckpt["optimizer"])
         history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
-        log(f"resuming from {ckpt_path} after epoch {start_epoch}")
+        log.info(f"resuming from {ckpt_path} after epoch {start_epoch}")
     elif (out / "train.log").exists():
         (out / "train.log").unlink()  # a fresh run starts a fresh log
-    log(f"model: {model.config.to_dict()}")
+    log.info(f"model: {model.config.to_dict()}")
     shown_cfg = {k: v for k, v in asdict(cfg).items() if not (k == "threads" and v is None)}
     if not model.parameter_groups()["pathway"]:
         shown_cfg.pop("lr_pathway")  # no pathway to train (AnomalyCLIP, ablation A1): a rate it would not use
-    log(f"training: {shown_cfg}; {len(dataset)} images on {device}")
+    log.info(f"training: {shown_cfg}; {len(dataset)} images on {device}")
     model.train()
     store = FeatureStore(model, dtype=cfg.cache_dtype) if cfg.cache_features and cfg.disk_cache else None
     try:
         cache = FeatureCache(model, dataset, cfg.batch_size, device, progress, store) if cfg.cache_features else None
     except CacheRoomError as err:  # before any training: the run goes on, encoding every step
-        log(f"{err}; training without the feature cache")
+        log.info(f"{err}; training without the feature cache")
         cache = store = None
     if store is not None:
-        log(f"feature cache: {store.hits} images read, {store.misses} encoded (see `tpslab cache info`)")
+        log.info(f"feature cache: {store.hits} images read, {store.misses} encoded (see `tpslab cache info`)")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         order = epoch_order(len(dataset), cfg.seed, epoch)
@@ -206,7 +206,7 @@ def train(
         atomic_write_text(out / "history.csv", _history_csv(history))
         line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f} (image {row['image_loss']:.4f}, "
                 f"seg {row['seg_loss']:.4f}), {row['seconds']:.1f}s")
-        log(line)
+        log.info(line)
         with open(out / "train.log", "a") as fh:
             fh.write(line + "\n")
     model.eval()

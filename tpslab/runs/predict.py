@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from tpslab.store import RUN_JSON, refuse_existing
 from tpslab.utils import TPSLabError, atomic_path, atomic_write_text
 from tpslab.viz import prediction_panel
 
+log = logging.getLogger(__name__)
 COLUMNS = ["image", "score", "map_max", "overlay", "map"]
 OUTPUTS = ("scores.csv", "maps.npz")  # a folder holding either holds a previous run
 MASK_FOLDERS = {norm_name(m) for m in MASK_DIRS}  # skipped when scanning a folder, as `tpslab prepare` reads them
@@ -195,10 +197,10 @@ def predict_paths(model: Detector, inputs: Sequence[str | Path | Found], out: st
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **{f.name: m for f, m in zip(kept, maps, strict=True)})
     _write_csv(out / "scores.csv", COLUMNS, rows)
-    print(f"scored {len(rows)} image(s): {out / 'scores.csv'}, overlays and maps.npz in {out}/")
+    log.info("scored %d image(s): %s, overlays and maps.npz in %s/", len(rows), out / "scores.csv", out)
     if skipped:
-        print(f"skipped {len(skipped)} image(s) that could not be read, listed in {out / 'skipped.csv'}: "
-              f"{', '.join(s['image'] for s in skipped[:3])}{', ...' if len(skipped) > 3 else ''}")
+        log.info("skipped %d image(s) that could not be read, listed in %s: %s%s", len(skipped), out / "skipped.csv",
+                 ", ".join(s["image"] for s in skipped[:3]), ", ..." if len(skipped) > 3 else "")
     return out / "scores.csv"
 
 

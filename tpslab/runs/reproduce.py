@@ -16,6 +16,7 @@ metadata but keeping cell tags and canonical execution counts (nbval needs both)
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -27,10 +28,11 @@ from pathlib import Path
 from tpslab.backbone.loading import missing_weights_reason
 from tpslab.methods import method_module
 from tpslab.profiles import Profile, data_root, load_profile, missing_datasets, results_root
-from tpslab.utils import PROJECT, TPSLabError, project_path, shown
+from tpslab.utils import PROJECT, TPSLabError, configure_logging, project_path, shown
 
 NOTEBOOKS = PROJECT / "notebooks"
 KERNEL = "python3"
+log = logging.getLogger(__name__)
 
 
 def notebook_sources(only: list[str] | None = None) -> list[Path]:
@@ -96,7 +98,7 @@ def preflight(profile: Profile, data: Path, needs_data: bool = True) -> bool:
     if problems:
         raise TPSLabError(f"profile {profile.name!r} cannot run here: " + " | ".join(problems))
     if weights:
-        print(f"note: {weights}")
+        log.info("note: %s", weights)
     return weights is None
 
 
@@ -201,26 +203,26 @@ def reproduce(profile: str = "smoke", out: str | None = None, data: str | None =
     at_hand = preflight(prof, data_dir, needs_data=any(not p.stem.startswith("00") for p in sources))
     _kernel_env(offline=at_hand)
     t0 = time.time()
-    print(f"profile {prof.name}: {prof.description}")
+    log.info("profile %s: %s", prof.name, prof.description)
     params = {"profile": str(profile), "results_dir": str(out_dir), "data_dir": str(data_dir)}
     for i, source in enumerate(sources, 1):
-        print(f"[{i}/{len(sources)}] {source.stem} ...", end=" ", flush=True)
+        log.info("[%d/%d] %s ...", i, len(sources), source.stem)
         dest = out_dir / "notebooks" / f"{source.stem}.ipynb"
         try:
             seconds = run_notebook(source, dest, params, PROJECT, dest.with_suffix(".log"))
         except TPSLabError:
-            print("failed", flush=True)
+            log.info("[%d/%d] %s failed", i, len(sources), source.stem)
             raise
-        print(f"{seconds:.0f} s", flush=True)
-    print(f"done in {time.time() - t0:.0f} s; everything is in {shown(out_dir)}/:")
+        log.info("[%d/%d] %s done in %.0f s", i, len(sources), source.stem, seconds)
+    log.info("done in %.0f s; everything is in %s/:", time.time() - t0, shown(out_dir))
     for sub, what in (("notebooks", "the executed notebooks (and kernel logs)"),
                       ("tables", "tables: CSV, Markdown, LaTeX"),
                       ("figures", "figures: PNG and PDF")):
         if (out_dir / sub).is_dir():
-            print(f"  {sub}/  {what} ({len(list((out_dir / sub).iterdir()))} files)")
+            log.info("  %s/  %s (%d files)", sub, what, len(list((out_dir / sub).iterdir())))
     runs = sorted(str(p.parent.relative_to(out_dir)) for p in out_dir.glob("*/*/checkpoint.pt"))
     if runs:
-        print(f"  checkpoints: {', '.join(runs)}")
+        log.info("  checkpoints: %s", ", ".join(runs))
     return 0
 
 
@@ -259,9 +261,9 @@ def sync_notebooks(execute: bool = True, only: list[str] | None = None) -> None:
     smoke = load_profile("smoke")
     for folder in (project_path(results_root() / smoke.name), project_path(data_root() / smoke.data.root)):
         if only:  # a partial sync reads the earlier notebooks' results: rebuild all of them for a commit
-            print(f"partial sync: reusing {shown(folder)} (sync every notebook before committing outputs)")
+            log.info("partial sync: reusing %s (sync every notebook before committing outputs)", shown(folder))
         elif folder.exists():
-            print(f"removing {shown(folder)} (notebooks are rebuilt from scratch)")
+            log.info("removing %s (notebooks are rebuilt from scratch)", shown(folder))
             shutil.rmtree(folder)
     cache = tempfile.TemporaryDirectory(prefix="tpslab-sync-cache-")
     saved = os.environ.get("TPSLAB_CACHE")
@@ -279,19 +281,20 @@ def sync_notebooks(execute: bool = True, only: list[str] | None = None) -> None:
 def _sync(execute: bool, only: list[str] | None) -> None:
     for source in notebook_sources(only):
         dest = source.with_suffix(".ipynb")
-        print(f"{source.name} -> {dest.name}", end=" ", flush=True)
         if execute:
-            log = Path(tempfile.gettempdir()) / f"tpslab-sync-{source.stem}.log"
-            print(f"executed in {run_notebook(source, dest, None, NOTEBOOKS, log):.0f} s", flush=True)
+            kernel_log = Path(tempfile.gettempdir()) / f"tpslab-sync-{source.stem}.log"
+            seconds = run_notebook(source, dest, None, NOTEBOOKS, kernel_log)
+            log.info("%s -> %s executed in %.0f s", source.name, dest.name, seconds)
         else:
             import nbformat
 
             nbformat.write(_read_notebook(source), dest)
-            print()
+            log.info("%s -> %s", source.name, dest.name)
         strip_notebook(dest)
 
 
 if __name__ == "__main__":
+    configure_logging()
     args = sys.argv[1:]
     if not args or args[0] not in ("sync", "convert"):
         sys.exit("usage: python -m tpslab.runs.reproduce sync|convert [NN ...]"
