@@ -11,7 +11,6 @@ import yaml
 
 import tpslab
 from tpslab.evaluation.evaluate import ClassPredictions, default_sigma, evaluate, score_class
-from tpslab.reports.tables import to_markdown, write_table
 
 
 def test_default_sigma_is_4px_at_518():
@@ -43,14 +42,6 @@ def test_evaluate_table_layout(tiny_data):
     assert ((body[["image_auroc", "pixel_auroc"]] >= 0) & (body[["image_auroc", "pixel_auroc"]] <= 100)).all().all()
     again = evaluate(model, tiny_data["heldout"], progress=False, batch_size=5)
     pd.testing.assert_frame_equal(table, again)  # batch size does not change anything
-
-
-def test_write_table(tmp_path):
-    table = pd.DataFrame([{"dataset": "d", "class": "c", "image_auroc": 91.234}])
-    csv, md = write_table(table, tmp_path / "t", note="synthetic")
-    assert pd.read_csv(csv)["image_auroc"].iloc[0] == pytest.approx(91.234)
-    assert md.read_text().startswith("synthetic") and "| 91.2 |" in md.read_text()
-    assert to_markdown(table, 2).splitlines()[2] == "| d | c | 91.23 |"
 
 
 def test_demo_end_to_end_on_a_tiny_profile(tmp_path, capsys):

@@ -6,9 +6,6 @@ import pytest
 
 from tpslab.evaluation.evaluate import EvalConfig
 from tpslab.profiles import (
-    AblationConfig,
-    DataConfig,
-    NotebookConfig,
     evaluation_plan,
     load_profile,
     needed_datasets,
@@ -16,21 +13,6 @@ from tpslab.profiles import (
     training_runs,
 )
 from tpslab.utils import TPSLabError
-
-
-@pytest.mark.parametrize("cls", [EvalConfig, DataConfig, NotebookConfig, AblationConfig])
-def test_sections_reject_unknown_keys(cls):
-    assert cls.from_dict({}) == cls()
-    with pytest.raises(TPSLabError, match="unknown .* setting.*: batchsize"):
-        cls.from_dict({"batchsize": 4})
-
-
-def test_section_values_are_checked():
-    assert EvalConfig.from_dict({"batch_size": 4, "aupro_method": "authors"}).batch_size == 4
-    with pytest.raises(TPSLabError, match="aupro_method"):
-        EvalConfig.from_dict({"aupro_method": "fast"})
-    with pytest.raises(TPSLabError, match="data kind"):
-        DataConfig.from_dict({"kind": "web"})
 
 
 def test_built_in_profiles_load_typed():
