@@ -42,6 +42,7 @@ import tpslab.lab
 from tpslab import viz
 from tpslab.evaluation.evaluate import METRIC_COLUMNS
 from tpslab.methods.tps.model import TPSConfig
+from tpslab.runs.training import slug
 
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 
@@ -70,7 +71,7 @@ print(f"recipe: the profile's training with {ablation.train}, "
 # NBVAL_IGNORE_OUTPUT
 models = {}
 for name, settings in rows.items():
-    models[name], _ = tpslab.lab.train_run(lab, lab.out / "ablation" / tpslab.lab.slug(name), lab.profile.data.train,
+    models[name], _ = tpslab.lab.train_run(lab, lab.out / "ablation" / slug(name), lab.profile.data.train,
                                            settings, ablation.train, ablation.per_class, reuse=[lab.out / "train" / "main"])
 
 # %% [markdown]
