@@ -148,3 +148,13 @@ def test_the_checker_sees_a_climbing_import(tmp_path):
     got = [t for node in tree.body for t in _target("tpslab.metrics.bootstrap", node)]
     assert got == ["tpslab.runs.compare", "tpslab.lab", "tpslab.methods.tps.model"]
     assert RANKS[_area(got[0])] > RANKS[_area("tpslab.metrics.bootstrap")]
+
+
+def test_the_public_api_stays_where_users_find_it():
+    import tpslab
+    import tpslab.methods
+
+    for name in ("build_model", "build_method", "load_checkpoint", "load_authors_checkpoint",
+                 "load_anomalyclip_checkpoint", "TPS", "TPSConfig", "TrainConfig", "train", "TPSLabError"):
+        assert callable(getattr(tpslab, name)), name
+    assert tpslab.build_method is tpslab.methods.build_method

@@ -21,10 +21,11 @@ _EXPORTS = {  # name -> the module that defines it
     "TPS": "tpslab.methods.tps.model", "Prediction": "tpslab.methods.tps.model", "TPSConfig": "tpslab.configs",
     "build_model": "tpslab.methods.tps.model", "TrainConfig": "tpslab.configs", "train": "tpslab.methods.train",
     "TPSLabError": "tpslab.utils", "load_checkpoint": "tpslab.methods.checkpoint",
-    "load_authors_checkpoint": "tpslab.methods.authors",
+    "load_authors_checkpoint": "tpslab.methods.authors", "load_anomalyclip_checkpoint": "tpslab.methods.authors",
+    "build_method": "tpslab.methods",
 }
-__all__ = ["TPS", "TPSConfig", "Prediction", "TrainConfig", "TPSLabError", "build_model", "load_checkpoint",
-           "load_authors_checkpoint", "train"]
+__all__ = ["TPS", "TPSConfig", "Prediction", "TrainConfig", "TPSLabError", "build_model", "build_method",
+           "load_checkpoint", "load_authors_checkpoint", "load_anomalyclip_checkpoint", "train"]
 __version__ = "0.1.0"
 
 
