@@ -312,6 +312,7 @@ INTERRUPTED = {  # what Ctrl-C leaves, per command
     "predict": "nothing was written (outputs are written at the end): rerun the same command",
     "evaluate": "nothing was written (the tables are written at the end): rerun the same command",
     "prepare": "no meta.json was written: rerun the same command",
+    "pretrain-mini": "the last checkpoint (every save_every steps) is kept: rerun with --resume to continue",
 }
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -353,6 +354,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS["report"] = cmd_report
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``tpslab pretrain-mini``: contrastive pre-training of tpslab-mini (:mod:`tpslab.backbone.pretrain`)."""
+    from tpslab.backbone.pretrain import CHECKPOINT, PretrainConfig, pretrain
+    from tpslab.store import refuse_existing
+
+    given = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "threads": args.threads}
+    cfg = PretrainConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    out = check_writable_dir(args.out)
+    if not args.resume:
+        refuse_existing([out / CHECKPOINT], args.force, "a pre-training run (add --resume to continue it)")
+        (out / CHECKPOINT).unlink(missing_ok=True)
+    print(f"weights: {pretrain(cfg, out, resume=args.resume, progress=not args.quiet)}")
+    return 0
+
+
+COMMANDS["pretrain-mini"] = cmd_pretrain
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -266,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["info", "clear"], help="info: where, how big, per model; clear: delete all")
     p.add_argument("--profile", default=None, help="info: also the disk this profile's training needs in the cache")
 
+    p = command("pretrain-mini", "pre-train tpslab-mini, a small CLIP, on generated defect captions (offline)")
+    p.add_argument("--out", default="results/pretrain-mini", help="checkpoint, history.csv and the weights")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: 3000)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step, a multiple of 4 (default: 64)")
+    p.add_argument("--seed", type=int, default=None, help="initial weights' seed (default: 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 2; part of the result)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
+    p.add_argument("--force", action="store_true", help="start again in an OUT that holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = command("course", "the course kit: student and teacher builds of the notebooks, grading of submissions")
     course = p.add_subparsers(dest="course_command", required=True,
                               help="build: the student or teacher build; grade: a folder of submissions")

@@ -1,0 +1,111 @@
+"""The caption corpus (tpslab.data.captions) and tpslab-mini's pre-training (tpslab.backbone.pretrain)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from tpslab.backbone.pretrain import CHECKPOINT, PretrainConfig, contrastive_loss, new_model, pretrain
+from tpslab.cli import main
+from tpslab.data.captions import ANOMALOUS_WORDS, CLASSES, DEFECTS, NORMAL_WORDS, PICTURES, CaptionCorpus, add_defect
+from tpslab.data.synthetic_sample import HELDOUT_CLASSES, TRAIN_CLASSES
+from tpslab.utils import TPSLabError
+
+TINY = {"steps": 3, "batch_size": 8, "warmup": 1, "save_every": 2, "eval_images": 16, "threads": 1}
+
+
+def test_pairs_are_a_function_of_seed_and_index():
+    a, b = CaptionCorpus(seed=1), CaptionCorpus(seed=1)
+    for i in (0, 7, 123):
+        pa, pb = a.pair(i), b.pair(i)
+        assert np.array_equal(pa.image, pb.image) and pa.caption == pb.caption and pa.flipped == pb.flipped
+    assert not np.array_equal(CaptionCorpus(seed=2).pair(0).image, a.pair(0).image)
+
+
+def test_captions_say_the_state_and_the_flipped_caption_says_the_other():
+    corpus = CaptionCorpus(seed=0)
+    for i in range(60):
+        p = corpus.pair(i)
+        own, other = (ANOMALOUS_WORDS, NORMAL_WORDS) if p.anomalous else (NORMAL_WORDS, ANOMALOUS_WORDS)
+        assert p.cls in p.caption and p.cls in p.flipped
+        assert any(w in p.caption for w in own) and any(w in p.flipped for w in other)
+        assert p.image.shape == (64, 64, 3) and p.image.dtype == np.uint8
+        if not p.anomalous:
+            assert np.array_equal(p.image, p.clean)
+
+
+def test_twins_are_one_crop_with_and_without_its_defect():
+    good, bad = CaptionCorpus(seed=0).twins(5)
+    assert good.defect is None and bad.defect in DEFECTS and good.cls == bad.cls
+    assert np.array_equal(good.image, bad.clean) and not np.array_equal(good.image, bad.image)
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_each_defect_changes_only_its_mask(defect):
+    img = np.full((64, 64, 3), 128, np.uint8)
+    out, mask = add_defect(img, defect, np.random.default_rng(3))
+    assert mask.any() and np.array_equal(out[~mask], img[~mask]) and not np.array_equal(out[mask], img[mask])
+
+
+def test_the_smoke_domains_are_never_in_the_corpus():
+    assert not set(PICTURES) & (set(TRAIN_CLASSES) | set(HELDOUT_CLASSES))
+    assert not set(CLASSES) & (set(TRAIN_CLASSES) | set(HELDOUT_CLASSES))
+    with pytest.raises(TPSLabError, match="unknown corpus"):
+        CaptionCorpus(classes=("camera",))
+
+
+def test_the_flipped_caption_is_a_hard_negative_in_the_loss():
+    cfg = PretrainConfig(**TINY)
+    model = new_model(cfg)
+    import open_clip
+
+    tok = open_clip.get_tokenizer(cfg.architecture)
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    texts, flipped = ["a damaged clock."] * 2 + ["a flawless clock."] * 2, ["a flawless clock."] * 2 + ["a damaged clock."] * 2
+    plain = contrastive_loss(model, tok, images, texts, flipped, 0.0)
+    hard = contrastive_loss(model, tok, images, texts, flipped, 3.0)
+    assert hard.item() > plain.item() > 0
+
+
+def test_a_short_run_is_deterministic_and_resumes_to_the_same_weights(tmp_path):
+    cfg = PretrainConfig(**TINY)
+    a = pretrain(cfg, tmp_path / "a", progress=False)
+    b = pretrain(cfg, tmp_path / "b", progress=False)
+    pretrain(PretrainConfig(**{**TINY, "steps": 2}), tmp_path / "c", progress=False)  # stops after step 2
+    c = pretrain(cfg, tmp_path / "c", resume=True, progress=False)  # resumes at step 2
+    with safe_open(a, "pt") as fa, safe_open(b, "pt") as fb, safe_open(c, "pt") as fc:
+        for key in fa.keys():
+            assert torch.equal(fa.get_tensor(key), fb.get_tensor(key)), key
+            assert torch.equal(fa.get_tensor(key), fc.get_tensor(key)), key
+        meta = fa.metadata()
+        assert fa.get_tensor("logit_scale").dtype == torch.float16
+    assert json.loads(meta["pretrain"])["steps"] == 3 and json.loads(meta["corpus"])["seed"] == 0
+    numbers = json.loads(meta["zero_shot"])
+    assert set(numbers) == {"class_accuracy", "retrieval_r1", "state_auroc_corpus", "state_auroc_heldout"}
+    assert all(0 <= v <= 100 for v in numbers.values()) and "not CLIP" in meta["note"]
+    assert (tmp_path / "a" / "history.csv").read_text().count("\n") == 4
+
+
+def test_resuming_another_recipe_is_refused(tmp_path):
+    pretrain(PretrainConfig(**TINY), tmp_path, progress=False)
+    with pytest.raises(TPSLabError, match="another recipe"):
+        pretrain(PretrainConfig(**{**TINY, "lr": 0.5}), tmp_path, resume=True, progress=False)
+
+
+def test_the_weights_load_as_a_clip_backbone(tmp_path):
+    from tpslab.methods import build_method
+
+    path = pretrain(PretrainConfig(**TINY), tmp_path, progress=False)
+    method = build_method("clip", backbone="tpslab-mini", pretrained=str(path), image_size=None)
+    out = method.predict(torch.randn(2, 3, 64, 64), ["clock", "clock"])
+    assert out.image_scores.shape == (2,) and torch.isfinite(out.anomaly_maps).all()
+
+
+def test_cli_refuses_to_replace_a_run_without_force(tmp_path, capsys):
+    (tmp_path / CHECKPOINT).write_bytes(b"")
+    assert main(["pretrain-mini", "--out", str(tmp_path), "--steps", "1", "--batch-size", "4", "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
