@@ -71,11 +71,23 @@ def test_the_flipped_caption_is_a_hard_negative_in_the_loss():
     assert hard.item() > plain.item() > 0
 
 
-def test_a_short_run_is_deterministic_and_resumes_to_the_same_weights(tmp_path):
+def test_a_short_run_is_deterministic_and_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from tpslab.backbone import pretrain as module
+
     cfg = PretrainConfig(**TINY)
     a = pretrain(cfg, tmp_path / "a", progress=False)
     b = pretrain(cfg, tmp_path / "b", progress=False)
-    pretrain(PretrainConfig(**{**TINY, "steps": 2}), tmp_path / "c", progress=False)  # stops after step 2
+    real = module.batch
+
+    def interrupted(corpus, step, size):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(corpus, step, size)
+
+    monkeypatch.setattr(module, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during step 3: the checkpoint of step 2 stays
+        pretrain(cfg, tmp_path / "c", progress=False)
+    monkeypatch.setattr(module, "batch", real)
     c = pretrain(cfg, tmp_path / "c", resume=True, progress=False)  # resumes at step 2
     with safe_open(a, "pt") as fa, safe_open(b, "pt") as fb, safe_open(c, "pt") as fc:
         for key in fa.keys():
@@ -88,6 +100,14 @@ def test_a_short_run_is_deterministic_and_resumes_to_the_same_weights(tmp_path):
     assert set(numbers) == {"class_accuracy", "retrieval_r1", "state_auroc_corpus", "state_auroc_heldout"}
     assert all(0 <= v <= 100 for v in numbers.values()) and "not CLIP" in meta["note"]
     assert (tmp_path / "a" / "history.csv").read_text().count("\n") == 4
+    loss = [line.split(",")[1] for line in (tmp_path / "a" / "history.csv").read_text().splitlines()[1:]]
+    assert loss == [line.split(",")[1] for line in (tmp_path / "c" / "history.csv").read_text().splitlines()[1:]]
+
+
+def test_the_learning_curve_is_measured_every_eval_every_steps(tmp_path):
+    pretrain(PretrainConfig(**{**TINY, "steps": 4, "eval_every": 2}), tmp_path, progress=False)
+    rows = (tmp_path / "zero_shot.csv").read_text().splitlines()
+    assert rows[0].startswith("step,pairs,class_accuracy") and [r.split(",")[0] for r in rows[1:]] == ["2", "4"]
 
 
 def test_resuming_another_recipe_is_refused(tmp_path):

@@ -67,6 +67,7 @@ class PretrainConfig(SettingsDict):
     threads: int | None = 2  # torch threads (part of what makes a run reproducible)
     save_every: int = 250  # checkpoint interval in steps
     eval_images: int = 256  # images per zero-shot measurement
+    eval_every: int = 0  # also measure zero-shot every this many steps (0: at the end only): the learning curve
 
     def __post_init__(self) -> None:
         """Check the counts."""
@@ -127,7 +128,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, pro
     Args:
         cfg: the recipe.
         out_dir: where the checkpoint (``pretrain.pt``), ``history.csv`` and the weights go.
-        resume: continue from ``pretrain.pt`` (made with the same recipe but ``steps``).
+        resume: continue from ``pretrain.pt`` (made with the same recipe; the learning-rate schedule
+            depends on ``steps``, so a resumed run equals an uninterrupted one of the same length).
         progress: show a progress bar.
 
     Returns:
@@ -144,16 +146,17 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, pro
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    start, history = 0, []
+    start, history, curve = 0, [], []
     ckpt = out / CHECKPOINT
     if resume and ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        same = {k: v for k, v in saved["config"].items() if k not in ("steps", "save_every")}
-        if same != {k: v for k, v in asdict(cfg).items() if k not in ("steps", "save_every")}:
+        free = ("save_every", "eval_every", "eval_images")  # they do not change the weights
+        same = {k: v for k, v in saved["config"].items() if k not in free}
+        if same != {k: v for k, v in asdict(cfg).items() if k not in free}:
             raise TPSLabError(f"{ckpt}: made with another recipe; cannot resume (use another --out)")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        start, history = int(saved["step"]), list(saved["history"])
+        start, history, curve = int(saved["step"]), list(saved["history"]), list(saved.get("curve", []))
         log.info("resuming from %s after step %d", ckpt, start)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="pretrain", disable=not progress)
     t0 = time.time()
@@ -167,19 +170,32 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, pro
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        history.append({"step": step + 1, "loss": float(loss), "seconds": round(time.time() - t0, 2)})
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        history.append({"step": step + 1, "loss": loss.item(), "seconds": round(time.time() - t0, 2)})
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            curve.append({"step": step + 1, "pairs": (step + 1) * cfg.batch_size, **zero_shot(model, tokenizer, cfg)})
+            model.train()
+            _write_csv(out / "zero_shot.csv", curve)
+            log.info("step %d: %s", step + 1, ", ".join(f"{k} {v:.1f}" for k, v in curve[-1].items() if k != "step"))
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             atomic_torch_save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "step": step + 1, "history": history}, ckpt)
-            log.info("step %d/%d: loss %.4f", step + 1, cfg.steps, float(loss))
+                               "step": step + 1, "history": history, "curve": curve}, ckpt)
+            log.info("step %d/%d: loss %.4f", step + 1, cfg.steps, loss.item())
     model.eval()
     numbers = zero_shot(model, tokenizer, cfg)
     log.info("zero-shot: %s", ", ".join(f"{k} {v:.1f}" for k, v in numbers.items()))
-    with atomic_path(out / "history.csv") as tmp:
-        tmp.write_text("step,loss,seconds\n" + "".join(f"{h['step']},{h['loss']:.6f},{h['seconds']}\n"
-                                                        for h in history))
+    _write_csv(out / "zero_shot.csv", [*curve, {"step": cfg.steps, "pairs": cfg.steps * cfg.batch_size, **numbers}])
+    _write_csv(out / "history.csv", history)
     return write_weights(model, cfg, corpus, numbers, out / f"{cfg.architecture}.safetensors")
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of equal keys as CSV, atomically."""
+    keys = list(rows[0])
+    lines = [",".join(keys)] + [",".join(f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k]) for k in keys)
+                                for r in rows]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def write_weights(model: torch.nn.Module, cfg: PretrainConfig, corpus: CaptionCorpus, numbers: dict[str, float],
