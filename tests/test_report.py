@@ -62,3 +62,18 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
                  "--data-dir", str(tmp_path / "data")]) == 0
     assert "MB" in capsys.readouterr().out
     assert (tmp_path / "results" / "fake" / "site" / "index.html").is_file()
+
+
+def test_notebooks_in_every_menu(tmp_path: Path) -> None:
+    pytest.importorskip("mathjax", reason="needs the `django-static-mathjax` package")
+    import nbformat
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("**What you will learn.** maps\n\n$x$")])
+    nbformat.write(nb, nbs / "00_demo.ipynb")
+    site = build(make_results(tmp_path), tmp_path / "site", profile="fake", notebooks=nbs).parent
+    for page in ["index.html", "data_synth.html", "training.html", "about.html", "notebooks.html"]:
+        assert '<a href="notebooks.html">notebooks</a>' in (site / page).read_text(), page
+    assert (site / "notebooks" / "00_demo.html").is_file()
+    plain = build(make_results(tmp_path / "b"), tmp_path / "plain", profile="fake").parent
+    assert "notebooks.html" not in (plain / "index.html").read_text()

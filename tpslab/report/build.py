@@ -74,6 +74,8 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
     datasets = sorted({r.dataset for r in res.runs})
     nav = [("overview", "index.html")] + [(d, f"data_{d}.html") for d in datasets] + [
         ("training", "training.html"), ("what this is", "about.html")]
+    if notebooks is not None:  # in every page's menu, not only on the notebooks index
+        nav.append(("notebooks", "notebooks.html"))
 
     body = [f'<p class="warn">{html.escape(pages.LABEL)}</p>']
     if res.missing:
@@ -117,6 +119,5 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
     (out / "about.html").write_text(pages.page("what this is", about, nav))
     if notebooks is not None:
         from tpslab.report.notebooks import index_body, render
-        nav.append(("notebooks", "notebooks.html"))
         (out / "notebooks.html").write_text(pages.page("the course notebooks", index_body(render(notebooks, out)), nav))
     return out / "index.html"
