@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from tpslab import predictions
+from tpslab.data.meta import write_meta
 
 METHODS = ["tps", "winclip"]
 CLASSES = ["bottle", "screw"]
@@ -22,6 +23,7 @@ def make_results(root: Path, complete: bool = True, n: int = 12, size: int = 16)
     res = root / "results" / "fake"
     rng = np.random.default_rng(0)
     data = root / "data" / "synth"
+    samples: dict[str, list[dict]] = {}
     for k, method in enumerate(METHODS):
         folder = res / "predictions" / method / "synth" / "r0"
         predictions.start(folder, {"method": method})
@@ -29,16 +31,26 @@ def make_results(root: Path, complete: bool = True, n: int = 12, size: int = 16)
         for cls in classes:
             labels = np.array([0, 1] * (n // 2))
             paths = [f"{cls}/test/{i}.png" for i in range(n)]
-            for p in paths:
+            for p, label in zip(paths, labels, strict=True):
                 (data / p).parent.mkdir(parents=True, exist_ok=True)
                 if not (data / p).exists():
                     Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(data / p)
+                mask = p.replace("/test/", "/ground_truth/") if label else ""
+                if mask and not (data / mask).exists():
+                    (data / mask).parent.mkdir(parents=True, exist_ok=True)
+                    square = np.zeros((24, 24), np.uint8)
+                    square[6:14, 6:14] = 255
+                    Image.fromarray(square).save(data / mask)
+            samples[cls] = [{"img_path": p, "mask_path": p.replace("/test/", "/ground_truth/") if v else "",
+                             "cls_name": cls, "specie_name": "scratch" if v else "good", "anomaly": int(v)}
+                            for p, v in zip(paths, labels, strict=True)]
             run = predictions.ClassRun(rng.random(n).astype(np.float32) + labels,
                                        rng.random((n, size, size)).astype(np.float16), labels,
                                        labels.astype(bool), paths, ["good" if v == 0 else "scratch" for v in labels])
             predictions.save_class(folder, cls, run)
         if complete or k == 0:
             predictions.finish(folder, {c: n for c in classes}, size, 4.0, "any")
+    write_meta({"train": {}, "test": samples}, data)
     cmp = res / "compare"
     cmp.mkdir(parents=True, exist_ok=True)
     (cmp / "table1.md").write_text("# Table 1\n\n| method | AUROC | published |\n|---|---|---|\n"

@@ -33,6 +33,7 @@ def test_full_site_builds_and_links_resolve(tmp_path: Path) -> None:
     gallery = (site / "data_synth.html").read_text()
     assert gallery.count('class="row"') == 2 * 12  # n=4 per group x 3 groups = all 12 of each class
     assert "tps/r0" in gallery and "winclip/r0" in gallery
+    assert gallery.count('alt="ground truth"') == 2 * 12
     assert "not paper numbers" in (site / "about.html").read_text()
     assert (site / "img" / "loss_0.png").is_file()
     with pytest.raises(TPSLabError, match="--force"):
@@ -77,3 +78,18 @@ def test_notebooks_in_every_menu(tmp_path: Path) -> None:
     assert (site / "notebooks" / "00_demo.html").is_file()
     plain = build(make_results(tmp_path / "b"), tmp_path / "plain", profile="fake").parent
     assert "notebooks.html" not in (plain / "index.html").read_text()
+
+
+def test_gallery_masks_black_for_normal_images(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from tpslab.report.gallery import build_rows
+
+    res = collect(make_results(tmp_path))
+    rows = build_rows(res.runs, "synth", "screw", tmp_path / "img", tmp_path / "data" / "synth")
+    assert rows and all(r.mask for r in rows)
+    for r in rows:
+        mask = np.asarray(Image.open(tmp_path / "img" / r.mask))
+        assert (mask.max() > 0) == bool(r.label), r.path
+    assert all(r.mask is None for r in build_rows(res.runs, "synth", "screw", tmp_path / "img2", None))

@@ -61,6 +61,21 @@ def test_every_page_loads_clean(site: Path, browser) -> None:
         page.close()
 
 
+def test_every_gallery_row_has_mask_and_all_maps(site: Path, browser) -> None:
+    galleries = sorted(site.glob("data_*.html"))
+    assert galleries
+    for html in galleries:
+        page, _ = _open(browser, html.as_uri())
+        methods = page.evaluate("[...document.querySelectorAll('#sort option')].map(o => o.value).filter(v => v)")
+        cells = page.evaluate("[...document.querySelectorAll('#gallery .row')].map(r => [r.dataset.cls, "
+                              "r.querySelectorAll('.cell.mask img').length, "
+                              "r.querySelectorAll('.cell[data-m] img').length])")
+        assert cells, f"{html.name}: empty gallery"
+        for cls, masks, maps in cells:
+            assert (masks, maps) == (1, len(methods)), f"{html.name} {cls}: {masks} masks, {maps} of {methods}"
+        page.close()
+
+
 def test_gallery_filter_sort_and_lightbox(site: Path, browser) -> None:
     page, errors = _open(browser, (site / "data_synth.html").as_uri())
     visible = "[...document.querySelectorAll('#gallery .row')].filter(r => r.style.display != 'none')"

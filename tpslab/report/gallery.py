@@ -1,4 +1,4 @@
-"""Gallery thumbnails: every method's stored map of a test image on one shared colour scale.
+"""Gallery thumbnails: the image, its ground-truth mask and every method's stored map on one shared colour scale.
 
 Rows: the highest-scored normal images, the lowest-scored anomalous ones (by the first method)
 and a seeded random sample. Each thumbnail is written once as a compressed PNG.
@@ -26,6 +26,7 @@ class Row:
     path: str
     label: int
     image: str | None
+    mask: str | None = None  # thumbnail of the ground truth (black for a normal image); None: not on disk
     maps: dict[str, str] = field(default_factory=dict)  # method -> thumbnail file
     scores: dict[str, float] = field(default_factory=dict)  # method -> image score
 
@@ -36,6 +37,31 @@ def _colour(m: np.ndarray, lo: float, hi: float) -> Image.Image:
     rgb = np.stack([t, t ** 0.5 * 0.9, 0.5 * (1 - t)], -1)  # (S, S, 3)
     img = Image.fromarray((rgb * 255).astype(np.uint8))
     return img.resize((THUMB, THUMB), Image.BILINEAR)
+
+
+def mask_paths(data_root: Path | None) -> dict[str, str]:
+    """Image path -> mask path ("" for none) from the data set's ``meta.json`` (empty when it is not there)."""
+    from tpslab.data.meta import META_NAME, load_meta
+    from tpslab.utils import TPSLabError
+
+    if data_root is None or not (data_root / META_NAME).is_file():
+        return {}
+    try:
+        meta = load_meta(data_root / META_NAME, check_files=False)
+    except TPSLabError:
+        return {}
+    return {s["img_path"]: s["mask_path"] for split in meta.splits.values() for c in split.values() for s in c}
+
+
+def _mask_thumb(data_root: Path, mask: str) -> Image.Image | None:
+    """The ground truth as a white-on-black thumbnail (all black when ``mask`` is ""); None if unreadable."""
+    if not mask:
+        return Image.new("L", (THUMB, THUMB), 0)
+    try:
+        m = np.asarray(Image.open(data_root / mask).convert("L")) > 0  # (H, W)
+    except OSError:
+        return None
+    return Image.fromarray((m * 255).astype(np.uint8)).resize((THUMB, THUMB), Image.NEAREST)
 
 
 def pick(scores: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[int]:
@@ -67,6 +93,7 @@ def build_rows(runs: list[PredRun], dataset: str, cls: str, out: Path, data_root
     hi = max(float(np.max(c.maps)) for c in loaded.values())
     out.mkdir(parents=True, exist_ok=True)
     safe = predictions.class_file(Path(), cls).stem
+    masks = mask_paths(data_root)
     rows = []
     for i in idx:
         row = Row(cls, first.paths[i], int(first.labels[i]), None)
@@ -76,6 +103,12 @@ def build_rows(runs: list[PredRun], dataset: str, cls: str, out: Path, data_root
                 Image.open(data_root / first.paths[i]).convert("RGB").resize((THUMB, THUMB)).save(
                     out / name, optimize=True)
             row.image = name
+        if data_root is not None and first.paths[i] in masks:
+            name = f"{dataset}_{safe}_{i}_mask.png"
+            thumb = None if (out / name).exists() else _mask_thumb(data_root, masks[first.paths[i]])
+            if thumb is not None:
+                thumb.save(out / name, optimize=True)
+            row.mask = name if (out / name).exists() else None
         for k, (method, c) in enumerate(loaded.items()):
             if i >= len(c.scores) or c.paths[i] != first.paths[i]:
                 continue
