@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from tpslab import predictions
+from tpslab.compare import METRICS, PROTOCOLS
 from tpslab.data.meta import write_meta
 
 METHODS = ["tps", "winclip"]
@@ -53,11 +55,44 @@ def make_results(root: Path, complete: bool = True, n: int = 12, size: int = 16)
     write_meta({"train": {}, "test": samples}, data)
     cmp = res / "compare"
     cmp.mkdir(parents=True, exist_ok=True)
-    (cmp / "table1.md").write_text("# Table 1\n\n| method | AUROC | published |\n|---|---|---|\n"
-                                   "| tps | 90.1 [88.0, 92.0] | 91.0 |\n")
-    (cmp / "table1_long.csv").write_text("method,class,metric,value\ntps,bottle,auroc,0.9\n")
+    write_tables(cmp / "tables")
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(cmp / "intervals.png")
     train = res / "train" / "main"
     train.mkdir(parents=True)
     (train / "history.json").write_text(json.dumps([{"epoch": i, "loss": 1.0 / (i + 1)} for i in range(5)]))
     return res
+
+
+def fake_summary() -> pd.DataFrame:
+    """A :func:`tpslab.compare.summarise`-shaped table: tps (run main) and winclip on synth and mvtec.
+
+    tps's image AUROC on synth is 90.1 [88.0, 92.0]; every other value differs.
+    """
+    rows, k = [], 0
+    for protocol in PROTOCOLS:
+        for entry, run in (("tps", "main"), ("winclip", "")):
+            for dataset in ("synth", "mvtec"):
+                for metric in METRICS:
+                    mean = 90.1 if k == 0 else 40.0 + k * 0.7
+                    rows.append({"entry": entry, "method": entry, "dataset": dataset, "run": run, "ablation": False,
+                                 "protocol": protocol, "metric": metric, "mean": mean, "std": np.nan, "seeds": 1,
+                                 "ci_low": mean - 2.1, "ci_high": mean + 1.9, "classes": len(CLASSES)})
+                    k += 1
+    return pd.DataFrame(rows)
+
+
+def write_tables(folder: Path) -> None:
+    """The long CSVs of Tables 1-2 (made by tpslab.compare_tables from :func:`fake_summary`) and a Table 3."""
+    from tpslab import compare_tables as ct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = fake_summary()
+    for protocol in PROTOCOLS:
+        for number in (1, 2):
+            long = ct.long_table(summary, number, protocol, {"synth": "main", "mvtec": "main"})
+            (folder / f"table{number}_{protocol}_long.csv").write_text(long.to_csv(index=False, float_format="%.4f"))
+            layout = ct.layout(long, number, ["tps", "winclip"], "tpslab fake")
+            (folder / f"table{number}_{protocol}.md").write_text(
+                "| " + " | ".join(layout.columns) + " |\n|" + "---|" * len(layout.columns) + "\n")
+    (folder / "table3_reference.md").write_text("table3, reference\n\n| Task | Dataset |\n|---|---|\n"
+                                                "| Classification | HeadCT |\n")

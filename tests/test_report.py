@@ -30,6 +30,7 @@ def test_full_site_builds_and_links_resolve(tmp_path: Path) -> None:
             assert (site / link).is_file(), f"{page.name}: {link}"
     overview = index.read_text()
     assert "90.1 [88.0, 92.0]" in overview and "Missing jobs" not in overview
+    assert "Classification" in overview  # the other tables (Table 3) as written
     gallery = (site / "data_synth.html").read_text()
     assert gallery.count('class="row"') == 2 * 12  # n=4 per group x 3 groups = all 12 of each class
     assert "tps/r0" in gallery and "winclip/r0" in gallery
@@ -93,3 +94,28 @@ def test_gallery_masks_black_for_normal_images(tmp_path: Path) -> None:
         mask = np.asarray(Image.open(tmp_path / "img" / r.mask))
         assert (mask.max() > 0) == bool(r.label), r.path
     assert all(r.mask is None for r in build_rows(res.runs, "synth", "screw", tmp_path / "img2", None))
+
+
+def test_overview_tables_in_paper_layout(tmp_path: Path) -> None:
+    from tpslab import paper_numbers as pn
+    from tpslab.compare import PROTOCOLS
+
+    overview = build(make_results(tmp_path), tmp_path / "site", profile="fake").read_text()
+    assert "not paper numbers" in overview
+    for number in (1, 2):
+        for protocol in PROTOCOLS:
+            m = re.search(rf'<table class="paper-table" id="table{number}-{protocol}">(.*?)</table>', overview, re.S)
+            assert m, (number, protocol)
+            table = m.group(1)
+            head = re.findall(r"<th colspan=2>(\w+)</th>", table)
+            assert head == list(pn.METHODS)  # the paper's column order, all five
+            sets = re.findall(r'data-dataset="(\w+)"', table)
+            published = pn.TABLE1 if number == 1 else pn.TABLE2
+            assert sets == [*published, "synth"]  # the paper's rows, then ours not in it
+            mvtec = re.search(r'data-dataset="mvtec">(.*?)</tr>', table).group(1)
+            cells = re.findall(r"<td[^>]*>(.*?)</td>", mvtec)
+            tps = pn.published_cell(published["mvtec"]["TPS"], number, "mvtec", "TPS")
+            assert cells[-2] == tps and re.fullmatch(r"[\d.]+ \[[\d.]+, [\d.]+\]\*?<br>[\d.]+ \[[\d.]+, [\d.]+\]\*?",
+                                                     cells[-1]), cells[-2:]
+            assert "not run" in table  # CLIP, AnomalyCLIP, MuSc were not run
+    assert overview.count("<table class=\"paper-table\"") == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ import tpslab
 from tpslab.report import pages
 from tpslab.report.collect import collect
 from tpslab.report.gallery import build_rows
+from tpslab.report.tables import overview_tables
 from tpslab.utils import TPSLabError
 
 
@@ -84,8 +86,11 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
                     + "</ul>")
     if not res.tables:
         body.append("<p class='missing'>No comparison tables yet (compare/ is empty).</p>")
+    else:
+        body.append(overview_tables(res.long_csv, pages.LABEL))
     for name, text in res.tables.items():
-        body.append(f"<h2>{html.escape(name)}</h2>{pages.md_table(text)}")
+        if not re.match(r"table[12]_", name):  # Tables 1-2 are shown above, in the paper's layout
+            body.append(f"<h2>{html.escape(name)}</h2>{pages.md_table(text)}")
     for fig in res.figures:
         name = f"fig_{fig.stem}.png"
         im = Image.open(fig)
