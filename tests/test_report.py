@@ -119,3 +119,25 @@ def test_overview_tables_in_paper_layout(tmp_path: Path) -> None:
                                                      cells[-1]), cells[-2:]
             assert "not run" in table  # CLIP, AnomalyCLIP, MuSc were not run
     assert overview.count("<table class=\"paper-table\"") == 4
+
+
+def test_dataset_page_metrics_per_class(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tpslab.bootstrap import interval
+    from tpslab.compare import METRICS, PROTOCOLS
+
+    res = make_results(tmp_path)
+    page = (build(res, tmp_path / "site", profile="fake").parent / "data_synth.html").read_text()
+    for protocol in PROTOCOLS:
+        table = re.search(rf"id='classes-{protocol}'>(.*?)</table>", page, re.S).group(1)
+        rows = re.findall(r"<tr[^>]*><td>(.*?)</td><td>(.*?)</td>(.*?)</tr>", table)
+        pairs = {(c, m) for c, m, _ in rows}
+        assert {(c, m) for c in CLASSES for m in ("tps/r0", "winclip/r0")} <= pairs
+        with np.load(res / "predictions" / "tps" / "synth" / "r0" / f"scores-{protocol}.npz") as f:
+            point, boot = 100 * float(f["screw|point|image_ap"]), 100 * f["screw|boot|image_ap"]
+        low, high = interval(boot)
+        cells = next(re.findall(r"<td>(.*?)</td>", rest) for c, m, rest in rows if (c, m) == ("screw", "tps/r0"))
+        assert len(cells) == len(METRICS) and cells[METRICS.index("image_ap")] == f"{point:.1f} [{low:.1f}, {high:.1f}]"
+        assert ("<b>mean over classes</b>", "tps") in pairs  # the data set's row, from the long CSVs
+    assert "90.1 [88.0, 92.0]" in page

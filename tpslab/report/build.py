@@ -14,6 +14,7 @@ from PIL import Image
 
 import tpslab
 from tpslab.report import pages
+from tpslab.report.classes import metrics_section
 from tpslab.report.collect import collect
 from tpslab.report.gallery import build_rows
 from tpslab.report.tables import overview_tables
@@ -106,7 +107,8 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
         rows = [row for c in classes for row in build_rows(runs, d, c, out / "img", dataset_dir(data_root, d))]
         status = "".join(f"<li>{html.escape(m)}: {'complete' if r.done else 'incomplete'}</li>"
                          for m, r in zip(methods, runs, strict=True))
-        body_d = f"<ul>{status}</ul><h2>Gallery</h2>" + pages.gallery(rows, methods)
+        body_d = (f"<ul>{status}</ul>" + metrics_section(runs, res.long_csv, d) + "<h2>Gallery</h2>"
+                  + pages.gallery(rows, methods))
         (out / f"data_{d}.html").write_text(pages.page(f"{d} ({profile})", body_d, nav))
 
     tbody = []
