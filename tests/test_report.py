@@ -141,3 +141,25 @@ def test_dataset_page_metrics_per_class(tmp_path: Path) -> None:
         assert len(cells) == len(METRICS) and cells[METRICS.index("image_ap")] == f"{point:.1f} [{low:.1f}, {high:.1f}]"
         assert ("<b>mean over classes</b>", "tps") in pairs  # the data set's row, from the long CSVs
     assert "90.1 [88.0, 92.0]" in page
+
+
+def test_jobs_never_started_are_missing(tmp_path: Path) -> None:
+    from tpslab import predictions
+    from tpslab.grid import plan, prediction_folder
+    from tpslab.profiles import load_profile
+
+    res = make_results(tmp_path, complete=False)
+    jobs = [j for j in plan(load_profile("smoke")) if j.kind == "predict"]
+    done = prediction_folder(res, jobs[0])
+    predictions.start(done, {})
+    predictions.finish(done, {"bottle": 1}, 16, 4.0, "any")
+    half = prediction_folder(res, jobs[1])
+    predictions.start(half, {})
+    overview = build(res, None, profile="smoke").read_text()
+    listed = re.search(r"<ul id='not-started'>(.*?)</ul>", overview).group(1)
+    for job in jobs[2:]:
+        assert f"<li>{job.name} (" in listed.replace("&#x27;", "'"), job.name
+    assert jobs[0].name not in listed and jobs[1].name not in listed
+    incomplete = re.search(r"<ul id='incomplete'>(.*?)</ul>", overview).group(1)
+    assert "winclip/synth/r0" in incomplete and f"{jobs[1].entry}/{jobs[1].dataset}/{jobs[1].tag}" in incomplete
+    assert "never started" not in build(make_results(tmp_path / "b"), None, profile="fake").read_text()

@@ -15,7 +15,7 @@ from PIL import Image
 import tpslab
 from tpslab.report import pages
 from tpslab.report.classes import metrics_section
-from tpslab.report.collect import collect
+from tpslab.report.collect import collect, not_started
 from tpslab.report.gallery import build_rows
 from tpslab.report.tables import overview_tables
 from tpslab.utils import TPSLabError
@@ -81,10 +81,17 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
         nav.append(("notebooks", "notebooks.html"))
 
     body = [f'<p class="warn">{html.escape(pages.LABEL)}</p>']
+    planned, plan_note = not_started(results, profile)
+    if res.missing or planned:
+        body.append("<h2>Missing jobs</h2><p class='missing'>This run is not complete.</p>")
     if res.missing:
-        body.append("<h2>Missing jobs</h2><p class='missing'>This run is not complete; these prediction runs "
-                    "have no done.json:</p><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in res.missing)
-                    + "</ul>")
+        body.append("<p>Started, not finished (no done.json):</p><ul id='incomplete'>"
+                    + "".join(f"<li>{html.escape(m)}</li>" for m in res.missing) + "</ul>")
+    if planned:
+        body.append(f"<p>Planned by profile {html.escape(profile)} but never started:</p><ul id='not-started'>"
+                    + "".join(f"<li>{html.escape(m)}</li>" for m in planned) + "</ul>")
+    if plan_note:
+        body.append(f"<p class='missing'>Only started jobs are checked: {html.escape(plan_note)}.</p>")
     if not res.tables:
         body.append("<p class='missing'>No comparison tables yet (compare/ is empty).</p>")
     else:
@@ -122,7 +129,7 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
              + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in [
                  ("profile", profile), ("results", results.name), ("tpslab version", tpslab.__version__),
                  ("git commit", _commit()), ("built", datetime.now(timezone.utc).isoformat(timespec="seconds")),
-                 ("prediction runs", len(res.runs)), ("missing jobs", len(res.missing))]) + "</table>")
+                 ("prediction runs", len(res.runs)), ("missing jobs", len(res.missing) + len(planned))]) + "</table>")
     (out / "about.html").write_text(pages.page("what this is", about, nav))
     if notebooks is not None:
         from tpslab.report.notebooks import index_body, render

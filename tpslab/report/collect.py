@@ -95,3 +95,39 @@ def collect(root: str | Path) -> Results:
     res.runs = _runs(root / "predictions")
     res.histories = _histories(root)
     return res
+
+
+def not_started(root: str | Path, profile: str) -> tuple[list[str], str]:
+    """The profile's planned jobs (as ``tpslab compare`` plans them) that left nothing on disk under ``root``.
+
+    A predict job counts as started when its prediction folder exists (an incomplete one is in
+    :attr:`Results.missing`), a train job when one of its folders holds a run file and a checkpoint.
+
+    Returns:
+        ``(jobs, note)``: each job's name and the folder it would write; ``note`` says why no plan
+        was made ("" when one was), e.g. for a profile that cannot be loaded.
+    """
+    from tpslab.utils import TPSLabError
+
+    root = Path(root)
+    try:
+        from tpslab.checkpoint import CHECKPOINT
+        from tpslab.grid import plan, prediction_folder, train_folders
+        from tpslab.lab import RUN_FILE
+        from tpslab.profiles import load_profile
+
+        jobs = plan(load_profile(profile))
+    except (TPSLabError, OSError, ValueError) as err:
+        return [], f"the planned jobs of profile {profile!r} are unknown ({str(err).splitlines()[0]})"
+    out = []
+    for job in jobs:
+        if job.kind == "predict":
+            where = prediction_folder(root, job)
+            started = where.is_dir()
+        else:
+            folders = train_folders(root, job)
+            where = folders[0]
+            started = any((f / RUN_FILE).is_file() and (f / CHECKPOINT).is_file() for f in folders)
+        if not started:
+            out.append(f"{job.name} (would write {where.relative_to(root)})")
+    return out, ""
