@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,20 @@ from tpslab.data.meta import write_meta
 
 METHODS = ["tps", "winclip"]
 CLASSES = ["bottle", "screw"]
+
+
+def site_source(root: Path) -> tuple[Path, Path, str]:
+    """(results folder, data root, profile) the browser tests build their site from.
+
+    ``$TPSLAB_SITE_RESULTS`` (a real ``results/<profile>`` folder, as ``make site-test`` passes
+    the one ``make nbval`` left) with its data under ``$TPSLAB_SITE_DATA`` (default: ``data``
+    beside the results root); otherwise a fake tree written under ``root``.
+    """
+    real = os.environ.get("TPSLAB_SITE_RESULTS")
+    if real:
+        results = Path(real).resolve()
+        return results, Path(os.environ.get("TPSLAB_SITE_DATA") or results.parent.parent / "data"), results.name
+    return make_results(root), root / "data", "fake"
 
 
 def make_results(root: Path, complete: bool = True, n: int = 12, size: int = 16) -> Path:

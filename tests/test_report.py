@@ -163,3 +163,19 @@ def test_jobs_never_started_are_missing(tmp_path: Path) -> None:
     incomplete = re.search(r"<ul id='incomplete'>(.*?)</ul>", overview).group(1)
     assert "winclip/synth/r0" in incomplete and f"{jobs[1].entry}/{jobs[1].dataset}/{jobs[1].tag}" in incomplete
     assert "never started" not in build(make_results(tmp_path / "b"), None, profile="fake").read_text()
+
+
+def test_site_source_and_make_site_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fake_results import site_source
+
+    monkeypatch.delenv("TPSLAB_SITE_RESULTS", raising=False)
+    assert site_source(tmp_path)[2] == "fake"
+    real = make_results(tmp_path / "run")
+    monkeypatch.setenv("TPSLAB_SITE_RESULTS", str(real))
+    monkeypatch.delenv("TPSLAB_SITE_DATA", raising=False)
+    assert site_source(tmp_path / "x") == (real.resolve(), real.resolve().parent.parent / "data", "fake")
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+    make = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    target = re.search(r"^site-test:(.*?)(?=^\S|\Z)", make, re.S | re.M).group(1)
+    assert "TPSLAB_SITE_RESULTS=" in target and "tests/test_site_browser.py" in target and "tpslab report" in target
+    assert "site-test" not in re.search(r"^test:(.*)$", make, re.M).group(1)
