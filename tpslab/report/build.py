@@ -95,7 +95,7 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
     if not res.tables:
         body.append("<p class='missing'>No comparison tables yet (compare/ is empty).</p>")
     else:
-        body.append(overview_tables(res.long_csv, pages.LABEL))
+        body.append(overview_tables(res.long_csv))
     for name, text in res.tables.items():
         if not re.match(r"table[12]_", name):  # Tables 1-2 are shown above, in the paper's layout
             body.append(f"<h2>{html.escape(name)}</h2>{pages.md_table(text)}")

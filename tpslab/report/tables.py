@@ -70,8 +70,11 @@ def paper_table(rows: list[dict[str, str]], table: int, protocol: str) -> str:
     return f'<table class="paper-table" id="table{table}-{protocol}">{head1}{head2}{"".join(body)}</table>'
 
 
-def overview_tables(long_csv: dict[str, list[dict[str, str]]], label: str) -> str:
-    """Tables 1 and 2 under both protocols (what of them is on disk), with the notes and the label."""
+def overview_tables(long_csv: dict[str, list[dict[str, str]]]) -> str:
+    """Tables 1 and 2 under both protocols (what of them is on disk), with a note on how to read them.
+
+    The page puts the label "not paper numbers" (:data:`tpslab.report.pages.LABEL`) above them.
+    """
     parts = []
     for table in (1, 2):
         for protocol in PROTOCOLS:
@@ -87,4 +90,4 @@ def overview_tables(long_csv: dict[str, list[dict[str, str]]], label: str) -> st
             f"interval excludes the published number. Paper: as "
             f"printed in {html.escape(pn.SOURCE)}; {pn.DAGGER} = a published cell that traces to no source (hover a "
             "cell for where it comes from).</p>")
-    return f'<p class="warn">{html.escape(label)}</p>' + note + "".join(parts)
+    return note + "".join(parts)
