@@ -145,7 +145,7 @@ def test_dataset_page_metrics_per_class(tmp_path: Path) -> None:
 
 def test_jobs_never_started_are_missing(tmp_path: Path) -> None:
     from tpslab import predictions
-    from tpslab.grid import plan, prediction_folder
+    from tpslab.grid import plan, prediction_folder, train_folder
     from tpslab.profiles import load_profile
 
     res = make_results(tmp_path, complete=False)
@@ -155,11 +155,17 @@ def test_jobs_never_started_are_missing(tmp_path: Path) -> None:
     predictions.finish(done, {"bottle": 1}, 16, 4.0, "any")
     half = prediction_folder(res, jobs[1])
     predictions.start(half, {})
+    trains = [j for j in plan(load_profile("smoke")) if j.kind == "train"]
+    (train_folder(res, trains[-1]) / "checkpoint.pt").parent.mkdir(parents=True)
     overview = build(res, None, profile="smoke").read_text()
-    listed = re.search(r"<ul id='not-started'>(.*?)</ul>", overview).group(1)
+    listed = re.search(r"<ul id='not-started'>(.*?)</ul>", overview).group(1).replace("&#x27;", "'")
     for job in jobs[2:]:
-        assert f"<li>{job.name} (" in listed.replace("&#x27;", "'"), job.name
+        assert f"<li>{job.name} (" in listed, job.name
     assert jobs[0].name not in listed and jobs[1].name not in listed
+    assert trains[-1].name not in listed
+    for job in trains[:-1]:  # started only if one of its models' prediction folders exists
+        used = any((p.entry, p.run, p.replicate) == (job.entry, job.run, job.replicate) for p in jobs[:2])
+        assert (f"<li>{job.name} (" in listed) != used, job.name
     incomplete = re.search(r"<ul id='incomplete'>(.*?)</ul>", overview).group(1)
     assert "winclip/synth/r0" in incomplete and f"{jobs[1].entry}/{jobs[1].dataset}/{jobs[1].tag}" in incomplete
     assert "never started" not in build(make_results(tmp_path / "b"), None, profile="fake").read_text()

@@ -100,8 +100,9 @@ def collect(root: str | Path) -> Results:
 def not_started(root: str | Path, profile: str) -> tuple[list[str], str]:
     """The profile's planned jobs (as ``tpslab compare`` plans them) that left nothing on disk under ``root``.
 
-    A predict job counts as started when its prediction folder exists (an incomplete one is in
-    :attr:`Results.missing`), a train job when one of its folders holds a run file and a checkpoint.
+    A job counts as started when its own folder exists (an incomplete prediction folder is also in
+    :attr:`Results.missing`); a train job also when a prediction folder made with its model exists
+    (an ablation row may reuse notebook 02's run instead of writing its own folder).
 
     Returns:
         ``(jobs, note)``: each job's name and the folder it would write; ``note`` says why no plan
@@ -111,23 +112,18 @@ def not_started(root: str | Path, profile: str) -> tuple[list[str], str]:
 
     root = Path(root)
     try:
-        from tpslab.checkpoint import CHECKPOINT
-        from tpslab.grid import plan, prediction_folder, train_folders
-        from tpslab.lab import RUN_FILE
+        from tpslab.grid import plan, prediction_folder, train_folder
         from tpslab.profiles import load_profile
 
         jobs = plan(load_profile(profile))
     except (TPSLabError, OSError, ValueError) as err:
         return [], f"the planned jobs of profile {profile!r} are unknown ({str(err).splitlines()[0]})"
+    used = {(j.entry, j.run, j.replicate, j.ablation) for j in jobs
+            if j.kind == "predict" and prediction_folder(root, j).is_dir()}  # trained models in use
     out = []
     for job in jobs:
-        if job.kind == "predict":
-            where = prediction_folder(root, job)
-            started = where.is_dir()
-        else:
-            folders = train_folders(root, job)
-            where = folders[0]
-            started = any((f / RUN_FILE).is_file() and (f / CHECKPOINT).is_file() for f in folders)
+        where = prediction_folder(root, job) if job.kind == "predict" else train_folder(root, job)
+        started = where.is_dir() or (job.kind == "train" and (job.entry, job.run, job.replicate, job.ablation) in used)
         if not started:
             out.append(f"{job.name} (would write {where.relative_to(root)})")
     return out, ""
