@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 import tpslab
+from tpslab.compare_tables import paper_order
 from tpslab.report import pages
 from tpslab.report.classes import metrics_section
 from tpslab.report.collect import collect, not_started
@@ -109,6 +110,8 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
 
     for d in datasets:
         runs = [r for r in res.runs if r.dataset == d]
+        order = paper_order(list(dict.fromkeys(r.entry for r in runs)))  # the paper's five, then ablation rows
+        runs.sort(key=lambda r: order.index(r.entry))
         methods = [f"{r.entry}/{r.tag}" for r in runs]
         classes = sorted({c for r in runs for c in r.classes})
         rows = [row for c in classes for row in build_rows(runs, d, c, out / "img", dataset_dir(data_root, d))]
