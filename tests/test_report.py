@@ -185,3 +185,18 @@ def test_site_source_and_make_site_test(tmp_path: Path, monkeypatch: pytest.Monk
     target = re.search(r"^site-test:(.*?)(?=^\S|\Z)", make, re.S | re.M).group(1)
     assert "TPSLAB_SITE_RESULTS=" in target and "tests/test_site_browser.py" in target and "tpslab report" in target
     assert "site-test" not in re.search(r"^test:(.*)$", make, re.M).group(1)
+
+
+def test_gallery_picks_by_tps(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tpslab import predictions
+    from tpslab.report.gallery import build_rows
+
+    res = collect(make_results(tmp_path))
+    runs = sorted(res.runs, key=lambda r: r.entry != "winclip")  # winclip first
+    rows = build_rows(runs, "synth", "bottle", tmp_path / "img", None, n=2)
+    tps = predictions.load_class(next(r.folder for r in runs if r.entry == "tps"), "bottle")
+    normal = np.flatnonzero(tps.labels == 0)
+    top = [tps.paths[i] for i in normal[np.argsort(-tps.scores[normal])][:2]]
+    assert [r.path for r in rows[:2]] == top

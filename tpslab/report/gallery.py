@@ -1,6 +1,6 @@
 """Gallery thumbnails: the image, its ground-truth mask and every method's stored map on one shared colour scale.
 
-Rows: the highest-scored normal images, the lowest-scored anomalous ones (by the first method)
+Rows: the highest-scored normal images, the lowest-scored anomalous ones (by TPS, else the first method)
 and a seeded random sample. Each thumbnail is written once as a compressed PNG.
 """
 
@@ -87,7 +87,8 @@ def build_rows(runs: list[PredRun], dataset: str, cls: str, out: Path, data_root
                 continue
     if not loaded:
         return []
-    first = next(iter(loaded.values()))
+    by = next((m for m in loaded if m.startswith("tps/")), next(iter(loaded)))  # TPS's scores pick the images
+    first = loaded[by]
     idx = pick(first.scores, first.labels, n, seed)
     lo = min(float(np.min(c.maps)) for c in loaded.values())
     hi = max(float(np.max(c.maps)) for c in loaded.values())
