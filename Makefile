@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.tpslab-installed
 PROFILE ?= smoke
 NBVAL_DIR ?= $(CURDIR)/.nbval-run
 
-.PHONY: install lock nbval-portable demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course report site clean
+.PHONY: install lock nbval-portable demo test unit nbval reproduce compare notebooks lint bench gpu-check-small course report site site-test clean
 
 install: $(STAMP)
 
@@ -125,3 +125,11 @@ report: install
 # The same site with the executed notebooks rendered (equations by MathJax served from the site).
 site: install
 	$(PY) -m tpslab report --profile $(PROFILE) --notebooks --force
+
+# The site of the results `make nbval` left in $(NBVAL_DIR), then tests/test_site_browser.py in Chromium against
+# it instead of its fake tree (TPSLAB_SITE_RESULTS). Not part of `make test`: run it after `make nbval`.
+site-test: install
+	@test -d $(NBVAL_DIR)/results/smoke || { echo "no $(NBVAL_DIR)/results/smoke: run make nbval first" >&2; exit 1; }
+	$(PY) -m tpslab report --profile smoke --results-dir $(NBVAL_DIR)/results --data-dir $(NBVAL_DIR)/data --force
+	TPSLAB_SITE_RESULTS=$(NBVAL_DIR)/results/smoke TPSLAB_SITE_DATA=$(NBVAL_DIR)/data \
+		$(PY) -m pytest -p no:cacheprovider tests/test_site_browser.py

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_results import make_results
+from tests.fake_results import make_results, site_source
 from tpslab.site.build import build
 
 CHROMIUM = os.environ.get("TPSLAB_CHROMIUM", "/usr/bin/chromium")
@@ -24,8 +24,10 @@ SHOTS = Path(__file__).resolve().parents[1] / "results" / "site-screens"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site of the fake tree, or of ``$TPSLAB_SITE_RESULTS`` when set (``make site-test``)."""
     root = tmp_path_factory.mktemp("site")
-    return build(make_results(root), root / "site", data_root=root / "data", profile="fake").parent
+    results, data, profile = site_source(root)
+    return build(results, root / "site", data_root=data, profile=profile).parent
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +63,44 @@ def test_every_page_loads_clean(site: Path, browser) -> None:
         page.close()
 
 
+def test_every_gallery_row_has_mask_and_all_maps(site: Path, browser) -> None:
+    galleries = sorted(site.glob("data_*.html"))
+    assert galleries
+    for html in galleries:
+        page, _ = _open(browser, html.as_uri())
+        methods = page.evaluate("[...document.querySelectorAll('#sort option')].map(o => o.value).filter(v => v)")
+        cells = page.evaluate("[...document.querySelectorAll('#gallery .row')].map(r => [r.dataset.cls, "
+                              "r.querySelectorAll('.cell.mask img').length, "
+                              "r.querySelectorAll('.cell[data-m] img').length])")
+        assert cells, f"{html.name}: empty gallery"
+        for cls, masks, maps in cells:
+            assert (masks, maps) == (1, len(methods)), f"{html.name} {cls}: {masks} masks, {maps} of {methods}"
+        page.close()
+
+
+def _gallery_page(site: Path) -> Path:
+    """The data-set page whose gallery has the most classes."""
+    pages = sorted(site.glob("data_*.html"), key=lambda p: -p.read_text().count("<option"))
+    assert pages, "no data-set page"
+    return pages[0]
+
+
 def test_gallery_filter_sort_and_lightbox(site: Path, browser) -> None:
-    page, errors = _open(browser, (site / "data_synth.html").as_uri())
+    page, errors = _open(browser, _gallery_page(site).as_uri())
     visible = "[...document.querySelectorAll('#gallery .row')].filter(r => r.style.display != 'none')"
     total = page.evaluate(f"{visible}.length")
-    page.select_option("#fcls", "screw")
+    options = page.evaluate("[...document.querySelectorAll('#fcls option')].map(o => o.value).filter(v => v)")
+    assert total and options
+    page.select_option("#fcls", options[-1])
     classes = page.evaluate(f"{visible}.map(r => r.dataset.cls)")
-    assert classes and set(classes) == {"screw"} and len(classes) < total
+    assert classes and set(classes) == {options[-1]}
+    assert len(classes) < total if len(options) > 1 else len(classes) == total
     page.select_option("#fcls", "")
-    page.select_option("#sort", "winclip/r0")
+    method = page.evaluate("[...document.querySelectorAll('#sort option')].map(o => o.value).filter(v => v)")[-1]
+    page.select_option("#sort", method)
     scores = page.evaluate("[...document.querySelectorAll('#gallery .row')].map(r => JSON.parse(r.dataset.scores)"
-                           "['winclip/r0'])")
-    assert scores == sorted(scores, reverse=True)
+                           f"[{method!r}] ?? -1e9)")
+    assert len(scores) == total and scores == sorted(scores, reverse=True)
     page.click("#gallery .row .cell img")
     assert page.is_visible("#lb img")
     page.click("#lb")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -12,9 +13,12 @@ import numpy as np
 from PIL import Image
 
 import tpslab
+from tpslab.reports.paper_tables import paper_order
 from tpslab.site import pages
-from tpslab.site.collect import collect
+from tpslab.site.classes import metrics_section
+from tpslab.site.collect import collect, not_started
 from tpslab.site.gallery import build_rows
+from tpslab.site.tables import overview_tables
 from tpslab.utils import TPSLabError
 
 
@@ -74,16 +78,28 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
     datasets = sorted({r.dataset for r in res.runs})
     nav = [("overview", "index.html")] + [(d, f"data_{d}.html") for d in datasets] + [
         ("training", "training.html"), ("what this is", "about.html")]
+    if notebooks is not None:  # in every page's menu, not only on the notebooks index
+        nav.append(("notebooks", "notebooks.html"))
 
     body = [f'<p class="warn">{html.escape(pages.LABEL)}</p>']
+    planned, plan_note = not_started(results, profile)
+    if res.missing or planned:
+        body.append("<h2>Missing jobs</h2><p class='missing'>This run is not complete.</p>")
     if res.missing:
-        body.append("<h2>Missing jobs</h2><p class='missing'>This run is not complete; these prediction runs "
-                    "have no done.json:</p><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in res.missing)
-                    + "</ul>")
+        body.append("<p>Started, not finished (no done.json):</p><ul id='incomplete'>"
+                    + "".join(f"<li>{html.escape(m)}</li>" for m in res.missing) + "</ul>")
+    if planned:
+        body.append(f"<p>Planned by profile {html.escape(profile)} but never started:</p><ul id='not-started'>"
+                    + "".join(f"<li>{html.escape(m)}</li>" for m in planned) + "</ul>")
+    if plan_note:
+        body.append(f"<p class='missing'>Only started jobs are checked: {html.escape(plan_note)}.</p>")
     if not res.tables:
         body.append("<p class='missing'>No comparison tables yet (compare/ is empty).</p>")
+    else:
+        body.append(overview_tables(res.long_csv))
     for name, text in res.tables.items():
-        body.append(f"<h2>{html.escape(name)}</h2>{pages.md_table(text)}")
+        if not re.match(r"table[12]_", name):  # Tables 1-2 are shown above, in the paper's layout
+            body.append(f"<h2>{html.escape(name)}</h2>{pages.md_table(text)}")
     for fig in res.figures:
         name = f"fig_{fig.stem}.png"
         im = Image.open(fig)
@@ -94,12 +110,15 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
 
     for d in datasets:
         runs = [r for r in res.runs if r.dataset == d]
+        order = paper_order(list(dict.fromkeys(r.entry for r in runs)))  # the paper's five, then ablation rows
+        runs.sort(key=lambda r: order.index(r.entry))
         methods = [f"{r.entry}/{r.tag}" for r in runs]
         classes = sorted({c for r in runs for c in r.classes})
         rows = [row for c in classes for row in build_rows(runs, d, c, out / "img", dataset_dir(data_root, d))]
         status = "".join(f"<li>{html.escape(m)}: {'complete' if r.done else 'incomplete'}</li>"
                          for m, r in zip(methods, runs, strict=True))
-        body_d = f"<ul>{status}</ul><h2>Gallery</h2>" + pages.gallery(rows, methods)
+        body_d = (f"<ul>{status}</ul>" + metrics_section(runs, res.long_csv, d) + "<h2>Gallery</h2>"
+                  + pages.gallery(rows, methods))
         (out / f"data_{d}.html").write_text(pages.page(f"{d} ({profile})", body_d, nav))
 
     tbody = []
@@ -113,10 +132,9 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
              + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in [
                  ("profile", profile), ("results", results.name), ("tpslab version", tpslab.__version__),
                  ("git commit", _commit()), ("built", datetime.now(timezone.utc).isoformat(timespec="seconds")),
-                 ("prediction runs", len(res.runs)), ("missing jobs", len(res.missing))]) + "</table>")
+                 ("prediction runs", len(res.runs)), ("missing jobs", len(res.missing) + len(planned))]) + "</table>")
     (out / "about.html").write_text(pages.page("what this is", about, nav))
     if notebooks is not None:
         from tpslab.site.notebooks import index_body, render  # lazy: nbconvert only for --notebooks
-        nav.append(("notebooks", "notebooks.html"))
         (out / "notebooks.html").write_text(pages.page("the course notebooks", index_body(render(notebooks, out)), nav))
     return out / "index.html"

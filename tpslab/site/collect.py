@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tpslab.evaluation import predictions
+from tpslab.profiles import load_profile
+from tpslab.runs.plan import plan, prediction_folder, train_folder
+from tpslab.utils import TPSLabError
 
 
 @dataclass
@@ -95,3 +98,30 @@ def collect(root: str | Path) -> Results:
     res.runs = _runs(root / "predictions")
     res.histories = _histories(root)
     return res
+
+
+def not_started(root: str | Path, profile: str) -> tuple[list[str], str]:
+    """The profile's planned jobs (as ``tpslab compare`` plans them) that left nothing on disk under ``root``.
+
+    A job counts as started when its own folder exists (an incomplete prediction folder is also in
+    :attr:`Results.missing`); a train job also when a prediction folder made with its model exists
+    (an ablation row may reuse notebook 02's run instead of writing its own folder).
+
+    Returns:
+        ``(jobs, note)``: each job's name and the folder it would write; ``note`` says why no plan
+        was made ("" when one was), e.g. for a profile that cannot be loaded.
+    """
+    root = Path(root)
+    try:
+        jobs = plan(load_profile(profile))
+    except (TPSLabError, OSError, ValueError) as err:
+        return [], f"the planned jobs of profile {profile!r} are unknown ({str(err).splitlines()[0]})"
+    used = {(j.entry, j.run, j.replicate, j.ablation) for j in jobs
+            if j.kind == "predict" and prediction_folder(root, j).is_dir()}  # trained models in use
+    out = []
+    for job in jobs:
+        where = prediction_folder(root, job) if job.kind == "predict" else train_folder(root, job)
+        started = where.is_dir() or (job.kind == "train" and (job.entry, job.run, job.replicate, job.ablation) in used)
+        if not started:
+            out.append(f"{job.name} (would write {where.relative_to(root)})")
+    return out, ""

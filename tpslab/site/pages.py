@@ -78,6 +78,9 @@ def gallery(rows: list[Row], methods: list[str]) -> str:
         img = (f'<img src="img/{r.image}" onclick="openLb(this.src)" alt="image">' if r.image
                else "<div style='width:120px;height:120px;background:#eee'>image not on disk</div>")
         cells.append(f'<div class="cell">{img}<br>{"anomalous" if r.label else "normal"}</div>')
+        mask = (f'<img src="img/{r.mask}" onclick="openLb(this.src)" alt="ground truth">' if r.mask
+                else "<div style='width:120px;height:120px;background:#eee'>mask not on disk</div>")
+        cells.append(f'<div class="cell mask">{mask}<br>ground truth</div>')
         for m in methods:
             if m in r.maps:
                 cells.append(f'<div class="cell" data-m="{html.escape(m)}"><img src="img/{r.maps[m]}" '
