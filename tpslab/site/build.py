@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 import tpslab
+from tpslab.reports.paper_numbers import PAPER_NAMES
 from tpslab.reports.paper_tables import paper_order
 from tpslab.site import pages
 from tpslab.site.classes import metrics_section
@@ -114,11 +115,12 @@ def build(results: str | Path, out: str | Path | None = None, force: bool = Fals
         runs.sort(key=lambda r: order.index(r.entry))
         methods = [f"{r.entry}/{r.tag}" for r in runs]
         classes = sorted({c for r in runs for c in r.classes})
-        rows = [row for c in classes for row in build_rows(runs, d, c, out / "img", dataset_dir(data_root, d))]
+        shown = [r for r in runs if r.entry in PAPER_NAMES] or runs  # the gallery: the methods, not ablation rows
+        rows = [row for c in classes for row in build_rows(shown, d, c, out / "img", dataset_dir(data_root, d))]
         status = "".join(f"<li>{html.escape(m)}: {'complete' if r.done else 'incomplete'}</li>"
                          for m, r in zip(methods, runs, strict=True))
         body_d = (f"<ul>{status}</ul>" + metrics_section(runs, res.long_csv, d) + "<h2>Gallery</h2>"
-                  + pages.gallery(rows, methods))
+                  + pages.gallery(rows, [f"{r.entry}/{r.tag}" for r in shown]))
         (out / f"data_{d}.html").write_text(pages.page(f"{d} ({profile})", body_d, nav))
 
     tbody = []
