@@ -210,6 +210,7 @@ def main() -> None:
     if args.quick:
         args.reference, args.backbone, args.image_size, args.images, args.epochs = None, "tpslab-tiny", 64, 16, 2
     rows: list[dict] = []
+    csv_path = Path(args.out) / ("train_authors_quick.csv" if args.quick else "train_authors.csv")
     common = {"images": args.images, "epochs": args.epochs, "batch": args.batch, "image_size": args.image_size,
               "threads": args.threads, "backbone": args.backbone}
     with tempfile.TemporaryDirectory(prefix="bench-train-authors-") as name:
@@ -232,6 +233,7 @@ def main() -> None:
                 rows[-1]["speedup"] = round(ratio, 2)
                 line += f" -> {ratio:.2f}x the authors' ({'meets' if ratio >= 3 else 'below'} the 3x target)"
             print(line, flush=True)
+            write_rows(csv_path, rows)  # after every pair: a run stopped later keeps what it measured
         if args.loss_check:
             sec = run_tpslab(data, tmp / "tpslab-nocache", tmp / "cache-unused", args, cached=False)
             rows.append({"round": 0, "side": "tpslab paper, cache_features=false", **common, "seconds": round(sec, 1)})
@@ -248,8 +250,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} torch "
           f"threads per run, torch {torch.__version__}")
-    out = Path(args.out)
-    write_rows(out / ("train_authors_quick.csv" if args.quick else "train_authors.csv"), rows)
+    write_rows(csv_path, rows)
 
 
 if __name__ == "__main__":
