@@ -5,8 +5,8 @@ holds ``run.json``, a prediction run ``spec.json`` (and ``done.json`` once compl
 feature cache and the score cache key their entries by :func:`digest` of their spec. One
 mechanism for all four:
 
-* :func:`plain_json`: a spec as JSON gives it back (tuples as lists), so specs compare equal
-  after a round trip; :func:`digest`: its SHA-256;
+* :func:`plain`: a spec as JSON gives it back (tuples as lists, other objects as text), so specs
+  compare equal after a round trip; :func:`digest`: its SHA-256;
 * :func:`write_spec` / :func:`read_spec`: a spec file in a folder (atomic; unreadable -> None);
 * :func:`first_with`: the first of some folders whose spec file equals a spec and that holds
   the files a finished result needs.
@@ -39,11 +39,6 @@ from tpslab.utils import TPSLabError, atomic_write_json
 RUN_JSON = "run.json"
 
 
-def plain_json(obj: Any) -> Any:
-    """``obj`` as JSON gives it back (keys sorted, tuples as lists, other objects as text)."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
 def digest(obj: Any) -> str:
     """The SHA-256 (hex) of ``obj``'s canonical JSON: the key of a spec.
 
@@ -56,7 +51,7 @@ def digest(obj: Any) -> str:
 def write_spec(folder: str | os.PathLike, spec: dict[str, Any], name: str) -> Path:
     """Write ``spec`` to ``<folder>/<name>`` atomically; return the path."""
     path = Path(folder) / name
-    atomic_write_json(path, plain_json(spec))
+    atomic_write_json(path, plain(spec))
     return path
 
 
@@ -71,7 +66,7 @@ def read_spec(folder: str | os.PathLike, name: str) -> dict[str, Any] | None:
 def first_with(folders: Iterable[str | os.PathLike], spec: dict[str, Any], name: str,
                needs: tuple[str, ...] = ()) -> Path | None:
     """The first folder whose ``name`` holds ``spec`` and that has every file of ``needs``, or None."""
-    want = plain_json(spec)
+    want = plain(spec)
     for folder in map(Path, folders):
         if all((folder / n).is_file() for n in needs) and read_spec(folder, name) == want:
             return folder

@@ -32,13 +32,14 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from PIL import Image
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 import tpslab
 from tpslab.backbone import loading  # noqa: F401 - registers tpslab's architectures with open_clip
 from tpslab.data.captions import ANOMALOUS_WORDS, CLASSES, NORMAL_WORDS, CaptionCorpus, fill
+from tpslab.data.dataset import image_transform
 from tpslab.data.synthetic_sample import DEFAULT_DEFECTS, HELDOUT_CLASSES, render_sample, sample_rng
 from tpslab.metrics import image_auroc
 from tpslab.utils import SettingsDict, TPSLabError, atomic_path, atomic_torch_save, seed_everything
@@ -76,10 +77,9 @@ class PretrainConfig(SettingsDict):
 
 
 def _tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """uint8 (S, S, 3) images -> (B, 3, S, S) normalised as CLIP expects."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    mean, std = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """uint8 (S, S, 3) images -> (B, 3, S, S), preprocessed as every tpslab model's input (:func:`image_transform`)."""
+    prep = image_transform(images[0].shape[0])
+    return torch.stack([prep(Image.fromarray(img)) for img in images])
 
 
 def batch(corpus: CaptionCorpus, step: int, size: int) -> tuple[torch.Tensor, list[str], list[str]]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tpslab.store import plain_json, read_spec, write_spec
+from tpslab.store import plain, read_spec, write_spec
 from tpslab.utils import TPSLabError, atomic_path
 
 SPEC, DONE = "spec.json", "done.json"
@@ -56,12 +56,12 @@ def class_file(folder: Path, cls: str) -> Path:
 
 def is_done(folder: Path, spec: dict[str, Any]) -> bool:
     """Whether ``folder`` holds a complete run made with ``spec``."""
-    return (folder / DONE).is_file() and read_spec(folder, SPEC) == plain_json({**spec, "format": FORMAT})
+    return (folder / DONE).is_file() and read_spec(folder, SPEC) == plain({**spec, "format": FORMAT})
 
 
 def start(folder: Path, spec: dict[str, Any]) -> None:
     """Make ``folder`` ready for a run with ``spec``: a stale run (other spec) is removed first."""
-    spec = plain_json({**spec, "format": FORMAT})
+    spec = plain({**spec, "format": FORMAT})
     if folder.exists() and read_spec(folder, SPEC) != spec:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

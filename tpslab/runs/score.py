@@ -129,6 +129,25 @@ class MaskCache:
         return self.masks[key]
 
 
+def score_file(folder: Path, protocol: str) -> Path:
+    """Where a run's scores under ``protocol`` are cached."""
+    return folder / f"scores-{protocol}.npz"
+
+
+def stored_scores(folder: Path, protocol: str) -> tuple[str, dict[str, ClassScores]] | None:
+    """The cached scores of a run under ``protocol``: (their key, class -> (metrics, bootstrap samples)).
+
+    None when there are none or they cannot be read. Metrics are fractions, as :func:`bootstrap_class` gives.
+    """
+    try:
+        with np.load(score_file(folder, protocol)) as f:
+            classes = dict.fromkeys(k.split("|")[0] for k in f.files if k.count("|") == 2)
+            return str(f["key"]), {c: ({m: float(f[f"{c}|point|{m}"]) for m in METRICS},
+                                       {m: f[f"{c}|boot|{m}"] for m in METRICS}) for c in classes}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def score_run(folder: Path, meta_path: str, dataset: str, protocol: EvalProtocol, n_boot: int,
               boot_seed: int, masks: MaskCache | None = None) -> dict[str, ClassScores]:
     """Class -> (metrics, bootstrap samples) of one stored run under ``protocol``; cached beside the run."""
@@ -139,15 +158,10 @@ def score_run(folder: Path, meta_path: str, dataset: str, protocol: EvalProtocol
     rule = protocol.mask_rule or own["mask_rule"]
     key = digest({"protocol": asdict(protocol), "size": size, "sigma": sigma, "rule": rule, "n_boot": n_boot,
                   "boot_seed": boot_seed, "classes": done})
-    cache = folder / f"scores-{protocol.name}.npz"
-    if cache.is_file():
-        try:
-            with np.load(cache) as f:
-                if str(f["key"]) == key:
-                    return {c: ({m: float(f[f"{c}|point|{m}"]) for m in METRICS},
-                                {m: f[f"{c}|boot|{m}"] for m in METRICS}) for c in done}
-        except (OSError, KeyError, ValueError):
-            pass  # an unreadable cache is recomputed
+    cache = score_file(folder, protocol.name)
+    stored = stored_scores(folder, protocol.name)
+    if stored is not None and stored[0] == key and set(done) <= set(stored[1]):
+        return {c: stored[1][c] for c in done}  # else (none, unreadable, other key) recomputed
     meta, got, masks = load_meta(meta_path, check_files=False), {}, masks or MaskCache()
     for cls in done:
         run = predictions.load_class(folder, cls)

@@ -23,7 +23,7 @@ from tpslab.methods.base import Detector
 from tpslab.methods.checkpoint import CHECKPOINT, load_checkpoint
 from tpslab.methods.train import TrainConfig, train
 from tpslab.profiles import Profile
-from tpslab.store import first_with, plain_json, write_spec
+from tpslab.store import first_with, plain, write_spec
 from tpslab.utils import shown
 
 RUN_FILE = "run.json"  # beside each checkpoint: what it was trained with
@@ -41,7 +41,7 @@ def run_spec(profile: Profile, device: str, dataset: str, model_settings: dict |
     cfg = method_module(method).Settings.from_dict({**profile.method_settings(method), **(model_settings or {})})
     tcfg = TrainConfig.from_dict({**profile.train, **(train_settings or {}), "device": device})
     recipe = {k: v for k, v in asdict(tcfg).items() if not (k == "threads" and v is None)}  # specs made before it
-    return plain_json({"model": cfg.to_dict(), "train": recipe, "dataset": dataset, "per_class": per_class,
+    return plain({"model": cfg.to_dict(), "train": recipe, "dataset": dataset, "per_class": per_class,
                        "tpslab": tpslab.__version__, **({"method": method} if method != "tps" else {})})
 
 

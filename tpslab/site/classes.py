@@ -16,7 +16,7 @@ import numpy as np
 
 from tpslab.metrics.bootstrap import interval
 from tpslab.runs.compare import METRIC_NAMES
-from tpslab.runs.score import METRICS, PROTOCOLS
+from tpslab.runs.score import METRICS, PROTOCOLS, stored_scores
 from tpslab.site.collect import PredRun
 from tpslab.site.tables import ours_text
 
@@ -25,22 +25,14 @@ Cell = tuple[float, float, float]  # value, low, high (percent; NaN where there 
 
 
 def class_metrics(folder: Path, protocol: str, level: float = LEVEL) -> dict[str, dict[str, Cell]]:
-    """Class -> metric -> (value, low, high) in percent from a run's ``scores-<protocol>.npz``; {} if none."""
-    path = folder / f"scores-{protocol}.npz"
-    if not path.is_file():
-        return {}
+    """Class -> metric -> (value, low, high) in percent from a run's cached scores; {} if none."""
+    stored = stored_scores(folder, protocol)
     out: dict[str, dict[str, Cell]] = {}
-    try:
-        with np.load(path) as f:
-            for key in f.files:
-                cls, kind, metric = (key.split("|") + ["", ""])[:3]
-                if kind != "point" or metric not in METRICS:
-                    continue
-                boot = f[f"{cls}|boot|{metric}"] if f"{cls}|boot|{metric}" in f.files else np.zeros(0)
-                low, high = interval(100 * boot, level) if boot.size else (math.nan, math.nan)
-                out.setdefault(cls, {})[metric] = (100 * float(f[key]), low, high)
-    except (OSError, ValueError, KeyError):
-        return {}
+    for cls, (point, boot) in ({} if stored is None else stored[1]).items():
+        for metric in METRICS:
+            samples = 100 * np.asarray(boot[metric])
+            low, high = interval(samples, level) if samples.size else (math.nan, math.nan)
+            out.setdefault(cls, {})[metric] = (100 * point[metric], low, high)
     return out
 
 
