@@ -18,12 +18,15 @@
 # Each is in `tpslab.methods`, made precise from its reference code
 # (`docs/baselines.md`); notebook 06 scores them all on the test data.
 #
-# **What random weights can and cannot show.** On `smoke` CLIP is a tiny model with *random*
-# weights. The figures show the mechanics (which sentences, which windows, which attention,
-# which distances) exactly as they run on real weights, but not what the methods achieve:
-# a random text encoder gives sentences no meaning, so CLIP's and WinCLIP's scores hover at
-# chance here, while MuSc, which uses no language, already separates defects. Run the
-# `course` or `paper` profile for the real behaviour. Nothing here is a paper number.
+# **What a small CLIP can and cannot show.** On `smoke` the CLIP underneath is `tpslab-mini`,
+# a small open_clip model that `tpslab pretrain-mini` trained here on generated images and their
+# captions ("a photo of a damaged clock", "a flawless marble"): its words mean something, so
+# CLIP and WinCLIP already separate defective from normal images of classes it never saw, and
+# the figures show the mechanics (which sentences, which windows, which attention, which
+# distances) as they run on real weights. It is not CLIP: 64 px, 4 layers, a few defect kinds,
+# so the numbers say how the methods behave on such a model, not what they achieve on real data.
+# Section 0 measures what it knows. Run the `course` or `paper` profile for real CLIP. Nothing
+# here is a paper number.
 #
 # **Before you start.** Prerequisites: notebooks 00, 03, 06. Study time: 60 min. Compute time on the `smoke`
 # profile: 14 s, measured on a 2-core CPU by `make notebooks`.
@@ -59,6 +62,7 @@ from tpslab.viz.baselines import (
     explain_windows,
     plot_attention,
     plot_mutual_scores,
+    plot_what_it_knows,
     plot_windows,
     window_summary,
 )
@@ -68,6 +72,46 @@ from tpslab.profiles import evaluation_plan
 lab = tpslab.lab.setup(profile, results_dir, data_dir)
 dataset, run = evaluation_plan(lab.profile)[0]  # the first test set, with the run that did not see it
 meta = lab.datasets()[dataset]
+
+# %% [markdown]
+# ## 0. The CLIP underneath: what tpslab-mini knows
+#
+# Every method here reads a CLIP. On `smoke` it is `tpslab-mini`, whose weights ship with tpslab
+# together with the recipe that made them and the numbers measured when they were written.
+# Four of them: class accuracy (an image of the pre-training corpus against "a photo of a
+# {class}." for its 20 classes, chance 5 %), caption retrieval (the image finds its own caption
+# among 256, top 1), and the normal/anomalous AUROC of the *state score*
+# $\cos(v, t_a) - \cos(v, t_n)$, with $t_n$ and $t_a$ the mean embeddings of "a photo of a
+# flawless / damaged {class}." over ten state words each, on corpus images and on the smoke
+# held-out domain, whose photographs and class names the pre-training never saw. The cell
+# measures them again now and checks that they agree.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from tpslab.backbone import pretrain
+
+uses_mini = lab.profile.model_config.backbone == pretrain.MINI and lab.profile.model_config.pretrained == "tpslab"
+if uses_mini:
+    mini, tokenizer, recipe, recorded = pretrain.load_weights()  # the shipped file, its recipe and metadata
+    now = pretrain.zero_shot(mini, tokenizer, recipe)
+    for key, value in recorded["zero_shot"].items():
+        print(f"{key:>20}: {value:5.1f} % when written; measured now within 1 point: {abs(now[key] - value) <= 1}")
+    print(f"pre-trained on {recipe.steps * recipe.batch_size} generated pairs ({recipe.steps} steps of "
+          f"{recipe.batch_size}); {recorded['note']}")
+else:
+    print(f"profile {lab.profile.name} runs {lab.profile.model_config.backbone}: this section is about tpslab-mini")
+
+# %% [markdown]
+# **What to see:** left, the learning curve: the class word is learnt first, the state word
+# later, and the state carries over to the held-out photographs only late in training. Right,
+# each held-out class's images by their state score: anomalous images (red) mostly above normal
+# ones (blue) within each class, but the classes sit at different heights, so a single threshold
+# over all classes would do worse than the per-class AUROC (how the benchmarks average it).
+
+# %%
+if uses_mini:
+    lab.save_figure(plot_what_it_knows(recorded["curve"], pretrain.heldout_state_scores(
+        mini, tokenizer, recipe), lab.label), "07_what_tpslab_mini_knows")
 
 # %% [markdown]
 # ## 1. CLIP: two sentences, no training

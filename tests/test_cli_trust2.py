@@ -87,7 +87,7 @@ def test_evaluate_names_outputs_by_method_records_them_and_refuses_to_replace(ca
     for method in ("clip", "winclip", "tps"):
         assert {f"heldout-domain_{method}_metrics.csv", f"heldout-domain_{method}_run.json"} <= set(names), names
     record = json.loads((out / "heldout-domain_tps_run.json").read_text())
-    assert record["checkpoint"] == str((run / "checkpoint.pt").resolve()) and record["backbone"] == "tpslab-tiny"
+    assert record["checkpoint"] == str((run / "checkpoint.pt").resolve()) and record["backbone"] == "tpslab-mini"
     assert record["settings"]["evaluate"]["aupro_method"] == "exact" and record["tpslab_version"]
     err = refused(capsys, base, out)
     assert "heldout-domain_clip_metrics.csv already holds an evaluation of clip" in err and "--force" in err

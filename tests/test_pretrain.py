@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
-from tpslab.backbone.pretrain import CHECKPOINT, PretrainConfig, contrastive_loss, new_model, pretrain
+from tpslab.backbone.loading import shipped_weights
+from tpslab.backbone.pretrain import (
+    CHECKPOINT,
+    MINI,
+    PretrainConfig,
+    contrastive_loss,
+    load_weights,
+    new_model,
+    pretrain,
+    zero_shot,
+)
 from tpslab.cli import main
 from tpslab.data.captions import ANOMALOUS_WORDS, CLASSES, DEFECTS, NORMAL_WORDS, PICTURES, CaptionCorpus, add_defect
 from tpslab.data.synthetic_sample import HELDOUT_CLASSES, TRAIN_CLASSES
@@ -129,3 +140,25 @@ def test_cli_refuses_to_replace_a_run_without_force(tmp_path, capsys):
     (tmp_path / CHECKPOINT).write_bytes(b"")
     assert main(["pretrain-mini", "--out", str(tmp_path), "--steps", "1", "--batch-size", "4", "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_the_shipped_weights_measure_what_they_record():
+    model, tokenizer, cfg, meta = load_weights()  # tpslab/weights/tpslab-mini.safetensors
+    assert shipped_weights(MINI).stat().st_size <= 10 * 2**20 and "not CLIP" in meta["note"]
+    assert cfg == PretrainConfig(**{**asdict(PretrainConfig()), "save_every": cfg.save_every})  # today's recipe
+    assert meta["curve"] and meta["curve"][-1]["step"] < cfg.steps
+    now = zero_shot(model, tokenizer, cfg)
+    for key, recorded in meta["zero_shot"].items():
+        assert abs(now[key] - recorded) <= 1.0, (key, now[key], recorded)  # one or two images may flip on another CPU
+    assert meta["zero_shot"]["state_auroc_heldout"] >= 80  # the words carry the state to unseen classes
+
+
+def test_pretrained_tpslab_is_the_shipped_file():
+    from tpslab.methods import build_method
+
+    clip = build_method("clip", backbone=MINI, pretrained="tpslab", image_size=None)
+    model = load_weights()[0]
+    assert torch.equal(clip.backbone.clip.visual.conv1.weight, model.visual.conv1.weight)
+    assert torch.equal(clip.backbone.clip.token_embedding.weight, model.token_embedding.weight)
+    with pytest.raises(TPSLabError, match="no weights ship with tpslab for 'tpslab-tiny'"):
+        build_method("clip", backbone="tpslab-tiny", pretrained="tpslab", image_size=None)

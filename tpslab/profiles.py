@@ -27,6 +27,7 @@ from tpslab.utils import SettingsDict, TPSLabError, check_types, shown
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SYNTHETIC_LABEL = "synthetic data, tiny CLIP with random weights: not paper numbers"
+MINI_LABEL = "synthetic data, tpslab-mini (trained on generated captions): not CLIP, not paper numbers"
 
 
 @dataclass
@@ -153,6 +154,9 @@ class Profile:
     def label(self) -> str:
         """What this profile's numbers are, printed under every figure title and atop every table."""
         synthetic = self.data.kind == "synthetic"
+        if self.model_config.backbone == "tpslab-mini" and self.model_config.pretrained:
+            return MINI_LABEL if synthetic else f"tpslab-mini (trained on generated captions), profile {self.name}: " \
+                "not CLIP, not paper numbers"
         if synthetic and self.model_config.pretrained is None:
             if self.model_config.backbone.startswith("tpslab-"):
                 return SYNTHETIC_LABEL

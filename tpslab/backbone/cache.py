@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tpslab.backbone import loading
 from tpslab.backbone.core import ImageFeatures
 from tpslab.configs import CACHE_DTYPES  # noqa: F401 - re-exported
 from tpslab.store import digest, read_spec, write_spec
@@ -132,7 +133,7 @@ def model_spec(model: Any) -> dict[str, Any]:
     import open_clip
 
     cfg = model.config.to_dict()
-    pretrained = cfg.get("pretrained")
+    pretrained = loading.resolve_pretrained(cfg.get("backbone"), cfg.get("pretrained"))
     weights: Any = pretrained or f"random, seed {cfg.get('seed')}"
     if pretrained and Path(pretrained).is_file():
         weights = _stamp(Path(pretrained))

@@ -1,7 +1,9 @@
 """Loading CLIP through open_clip: architectures, weights, the position grid at another size.
 
-Weights come in three ways, all through open_clip: a tag (``pretrained="openai"``), a file
-path, or ``local-dir:/path``. Our test architectures (``tpslab-tiny``, ``tpslab-ref24``) are
+Weights come in four ways, all through open_clip: a tag (``pretrained="openai"``), a file
+path, ``local-dir:/path``, or the tag ``"tpslab"`` for the weights that ship inside tpslab
+(``tpslab/weights/<architecture>.safetensors``: ``tpslab-mini``, pre-trained here on generated
+captions by ``tpslab pretrain-mini``). Our test architectures (``tpslab-tiny``, ``tpslab-ref24``) are
 JSON files in ``model_configs/``, registered on import (the file stem is the model name).
 """
 
@@ -28,6 +30,26 @@ CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)  # registers "tpslab-tiny", "tpslab-ref24" (file stem = model name)
 
 POS_RESIZE = ("bilinear", "bicubic", "open_clip")  # how the position grid is resized (see load_clip)
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
+SHIPPED = "tpslab"  # pretrained="tpslab": the weights file that ships in WEIGHTS_DIR for the architecture
+
+
+def shipped_weights(name: str) -> Path:
+    """The weights file that ships with tpslab for architecture ``name`` (``pretrained="tpslab"``).
+
+    Raises:
+        TPSLabError: none ships for ``name``.
+    """
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        there = ", ".join(sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))) or "none"
+        raise TPSLabError(f"no weights ship with tpslab for {name!r} (pretrained='tpslab' exists for: {there})")
+    return path
+
+
+def resolve_pretrained(name: str, pretrained: str | None) -> str | None:
+    """``pretrained`` as open_clip takes it: the tag ``"tpslab"`` becomes the shipped file's path."""
+    return str(shipped_weights(name)) if pretrained == SHIPPED else pretrained
 
 
 def load_clip(
@@ -43,8 +65,8 @@ def load_clip(
     Args:
         name: an open_clip architecture (``"ViT-L-14-336"``), our ``"tpslab-tiny"``, or
             ``"local-dir:/path"`` (a folder with ``open_clip_config.json`` and weights).
-        pretrained: ``None`` (seeded random weights), a tag such as ``"openai"``, or a
-            checkpoint file path.
+        pretrained: ``None`` (seeded random weights), a tag such as ``"openai"``, ``"tpslab"``
+            (the weights shipped with tpslab, for ``tpslab-mini``), or a checkpoint file path.
         image_size: input size if different from the architecture's (518 for TPS).
         pos_resize: ``"bilinear"`` resizes the position grid as the authors do
             (bilinear, no antialias); ``"bicubic"`` as MuSc's reference does (bicubic, no
@@ -62,6 +84,7 @@ def load_clip(
     if not is_local_dir and name not in open_clip.list_models():
         raise TPSLabError(f"unknown backbone {name!r}; try 'tpslab-tiny', 'ViT-B-16', 'ViT-L-14-336' or "
                           "'local-dir:PATH'")
+    pretrained = resolve_pretrained(name, pretrained)
     is_file = pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")))
     if pretrained != "openai" and is_file:
         if not Path(pretrained).is_file():
@@ -75,7 +98,7 @@ def load_clip(
         kwargs["force_image_size"] = image_size
     torch.manual_seed(seed)
     try:
-        with _quiet_open_clip(pretrained is None):  # it warns about random weights; for us they are the point
+        with quiet_open_clip(pretrained is None):  # it warns about random weights; for us they are the point
             clip = open_clip.create_model(name, pretrained=None if is_local_dir else pretrained,
                                           force_quick_gelu=quick_gelu, **kwargs)
     except Exception as err:  # noqa: BLE001 - open_clip raises many kinds; all mean "cannot load"
@@ -119,6 +142,9 @@ def check_weights_reachable(name: str, pretrained: str, timeout: float = 3.0) ->
 def missing_weights_reason(name: str, pretrained: str | None, keys: list[str] | None = None) -> str | None:
     """Why one backbone's weights cannot be loaded here, or None; ``keys`` are the settings that name them."""
     keys = keys or ["model.pretrained"]
+    if pretrained == SHIPPED:
+        return None if (WEIGHTS_DIR / f"{name}.safetensors").is_file() else \
+            f"no weights ship with tpslab for {name!r} ({', '.join(keys)}='tpslab')"
     if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
         path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)
         return None if path.exists() else f"CLIP weights {path} not found ({', '.join(keys)})"
@@ -165,7 +191,7 @@ def is_download_failure(err: BaseException) -> bool:
 
 
 @contextmanager
-def _quiet_open_clip(active: bool = True) -> Iterator[None]:
+def quiet_open_clip(active: bool = True) -> Iterator[None]:
     """Silence open_clip's warnings (not anyone else's) while it builds a model.
 
     ``logging.getLogger("open_clip")`` is raised to ERROR; open_clip 3 also logs through

@@ -33,11 +33,12 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 import tpslab
-from tpslab.backbone import loading  # noqa: F401 - registers tpslab's architectures with open_clip
+from tpslab.backbone import loading  # also registers tpslab's architectures with open_clip
 from tpslab.data.captions import ANOMALOUS_WORDS, CLASSES, NORMAL_WORDS, CaptionCorpus, fill
 from tpslab.data.dataset import image_transform
 from tpslab.data.synthetic_sample import DEFAULT_DEFECTS, HELDOUT_CLASSES, render_sample, sample_rng
@@ -56,7 +57,7 @@ class PretrainConfig(SettingsDict):
     SECTION: ClassVar[str] = "pretrain"
 
     architecture: str = MINI  # an open_clip architecture (tpslab's JSON configs included)
-    steps: int = 3000  # optimisation steps (the weights depend on it: never a time limit)
+    steps: int = 2000  # optimisation steps (the weights depend on it: never a time limit); 2000 made the shipped file
     batch_size: int = 64  # images per step (half of them twins: one crop with and without a defect)
     lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay)
     warmup: int = 100  # warm-up steps
@@ -68,7 +69,7 @@ class PretrainConfig(SettingsDict):
     threads: int | None = 2  # torch threads (part of what makes a run reproducible)
     save_every: int = 250  # checkpoint interval in steps
     eval_images: int = 256  # images per zero-shot measurement
-    eval_every: int = 0  # also measure zero-shot every this many steps (0: at the end only): the learning curve
+    eval_every: int = 100  # also measure zero-shot every this many steps (0: at the end only): the learning curve
 
     def __post_init__(self) -> None:
         """Check the counts."""
@@ -117,7 +118,8 @@ def new_model(cfg: PretrainConfig) -> torch.nn.Module:
     if cfg.architecture not in open_clip.list_models():
         raise TPSLabError(f"unknown architecture {cfg.architecture!r} for pre-training")
     torch.manual_seed(cfg.seed)
-    model = open_clip.create_model(cfg.architecture, output_dict=True)
+    with loading.quiet_open_clip():  # its "initialized randomly" warning: that is the point here
+        model = open_clip.create_model(cfg.architecture, output_dict=True)
     model.train()
     return model
 
@@ -182,11 +184,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, pro
                                "step": step + 1, "history": history, "curve": curve}, ckpt)
             log.info("step %d/%d: loss %.4f", step + 1, cfg.steps, loss.item())
     model.eval()
+    with torch.no_grad():  # measure what ships: the weights rounded to float16
+        for p in model.parameters():
+            p.copy_(p.half().float())
     numbers = zero_shot(model, tokenizer, cfg)
     log.info("zero-shot: %s", ", ".join(f"{k} {v:.1f}" for k, v in numbers.items()))
     _write_csv(out / "zero_shot.csv", [*curve, {"step": cfg.steps, "pairs": cfg.steps * cfg.batch_size, **numbers}])
     _write_csv(out / "history.csv", history)
-    return write_weights(model, cfg, corpus, numbers, out / f"{cfg.architecture}.safetensors")
+    return write_weights(model, cfg, corpus, numbers, out / f"{cfg.architecture}.safetensors", curve)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -199,13 +204,19 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_weights(model: torch.nn.Module, cfg: PretrainConfig, corpus: CaptionCorpus, numbers: dict[str, float],
-                  path: Path) -> Path:
-    """The weights in float16 with what made them (architecture, corpus, recipe, version, zero-shot numbers)."""
+                  path: Path, curve: list[dict[str, float]] | None = None) -> Path:
+    """The weights in float16 with what made them.
+
+    The metadata (strings; JSON where structured) hold the architecture and its open_clip config, the
+    recipe, the corpus settings, the tpslab version, the zero-shot numbers measured on these float16
+    weights, the learning curve (``eval_every``) and a note on what the numbers are.
+    """
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     config = open_clip.get_model_config(cfg.architecture)
     meta = {"architecture": cfg.architecture, "open_clip_config": json.dumps(config),
             "pretrain": json.dumps(asdict(cfg)),
             "corpus": json.dumps(corpus.settings()), "tpslab": tpslab.__version__, "zero_shot": json.dumps(numbers),
+            "curve": json.dumps(curve or []),
             "note": "tpslab-mini, trained on generated captions: not CLIP, not paper numbers"}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
@@ -224,9 +235,14 @@ def zero_shot(model: torch.nn.Module, tokenizer: Any, cfg: PretrainConfig) -> di
     * ``class_accuracy``: a held-out image of the corpus (another seed) against "a photo of a {class}."
       for every corpus class (chance: 1 / number of classes);
     * ``retrieval_r1``: each of those images finds its own caption among all of theirs (top 1);
-    * ``state_auroc_corpus``: image AUROC of P(anomalous) from the state words on those images;
+    * ``state_auroc_corpus``: image AUROC of the state score (below) on those images;
     * ``state_auroc_heldout``: the same on the smoke profile's held-out domain (classes and images the
-      corpus never shows; its default defects), the class word being the data set's class name.
+      corpus never shows; its default defects), per class and averaged over its classes as ``tpslab
+      compare`` does, half of each class's images normal; the class word is the data set's class name.
+
+    The state score is ``cos(v, t_a) - cos(v, t_n)`` for the mean anomalous and normal prompts of the
+    image's class: it ranks images as the detectors' two-way softmax does, without that softmax's
+    rounding to exactly 1.0 for confident images (which would tie them).
     """
     model.eval()
     n = cfg.eval_images
@@ -240,27 +256,61 @@ def zero_shot(model: torch.nn.Module, tokenizer: Any, cfg: PretrainConfig) -> di
     r1 = float(((img @ captions.T).argmax(1) == torch.arange(n)).float().mean())
     labels = np.array([p.anomalous for p in pairs])
     corpus_auroc = image_auroc(labels, _state_scores(model, tokenizer, img, [p.cls for p in pairs]))
-    held, held_labels, held_classes = [], [], []
-    for i in range(n):
-        cls = HELDOUT_CLASSES[i % len(HELDOUT_CLASSES)]
-        rng = sample_rng(cfg.corpus_seed + 20_000, cls, i)
-        defect = DEFAULT_DEFECTS[i % len(DEFAULT_DEFECTS)] if i % 2 else None
-        held.append(render_sample(cls, defect, rng, cfg.image_size, grey=True)[1])
-        held_labels.append(int(defect is not None))
-        held_classes.append(cls)
-    held_img = F.normalize(model.encode_image(_tensor(held)), dim=-1)
-    held_auroc = image_auroc(np.array(held_labels), _state_scores(model, tokenizer, held_img, held_classes))
+    held_auroc = float(np.mean([image_auroc(labels, scores) for _, labels, scores in
+                                heldout_state_scores(model, tokenizer, cfg)]))
     return {"class_accuracy": 100 * accuracy, "retrieval_r1": 100 * r1, "state_auroc_corpus": 100 * corpus_auroc,
             "state_auroc_heldout": 100 * held_auroc}
 
 
+@torch.no_grad()
+def heldout_state_scores(model: torch.nn.Module, tokenizer: Any,
+                         cfg: PretrainConfig) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per class of the smoke held-out domain: (class, labels, state scores) of ``eval_images / 8`` images.
+
+    Half of each class's images are normal, the other half carry the domain's default defects, all
+    rendered from their own seeded generators (the same images every time).
+    """
+    per_class = max(2, cfg.eval_images // len(HELDOUT_CLASSES))
+    out = []
+    for cls in HELDOUT_CLASSES:
+        defects = [DEFAULT_DEFECTS[i % len(DEFAULT_DEFECTS)] if i % 2 else None for i in range(per_class)]
+        images = [render_sample(cls, d, sample_rng(cfg.corpus_seed + 20_000, cls, i), cfg.image_size, grey=True)[1]
+                  for i, d in enumerate(defects)]
+        img = F.normalize(model.encode_image(_tensor(images)), dim=-1)
+        labels = np.array([int(d is not None) for d in defects])
+        out.append((cls, labels, _state_scores(model, tokenizer, img, [cls] * per_class)))
+    return out
+
+
+def load_weights(path: str | Path | None = None) -> tuple[torch.nn.Module, Any, PretrainConfig, dict[str, Any]]:
+    """A file written by :func:`write_weights` (default: the shipped ``tpslab-mini``), in float32, eval mode.
+
+    Returns:
+        (model, tokenizer, the recipe that made it, its metadata with ``zero_shot`` and ``corpus`` as dicts).
+    """
+    path = Path(path) if path else loading.shipped_weights(MINI)
+    if not path.is_file():
+        raise TPSLabError(f"{path}: weights file not found")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if "pretrain" not in meta:
+        raise TPSLabError(f"{path}: not written by tpslab pretrain-mini (no recipe in its metadata)")
+    cfg = PretrainConfig.from_dict(json.loads(meta["pretrain"]))
+    model = new_model(cfg)
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    model.eval()
+    for key in ("zero_shot", "corpus", "open_clip_config", "pretrain", "curve"):
+        meta[key] = json.loads(meta.get(key, "[]"))
+    return model, open_clip.get_tokenizer(cfg.architecture), cfg, meta
+
+
 def _state_scores(model: torch.nn.Module, tokenizer: Any, img: torch.Tensor, classes: list[str]) -> np.ndarray:
-    """P(anomalous) per image: its class's mean normal and anomalous prompt embeddings, softmax at CLIP's scale."""
+    """State score per image: cos to its class's mean anomalous prompt minus cos to the mean normal one."""
     scores = np.zeros(len(classes))
     for cls in dict.fromkeys(classes):
         normal = _text(model, tokenizer, [fill("a photo of a {state} {cls}.", w, cls) for w in NORMAL_WORDS]).mean(0)
         bad = _text(model, tokenizer, [fill("a photo of a {state} {cls}.", w, cls) for w in ANOMALOUS_WORDS]).mean(0)
         states = F.normalize(torch.stack([normal, bad]), dim=-1)
         idx = [i for i, c in enumerate(classes) if c == cls]
-        scores[idx] = (100 * img[idx] @ states.T).softmax(-1)[:, 1].numpy()
+        scores[idx] = (img[idx] @ (states[1] - states[0])).numpy()
     return scores

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tpslab.cli.args import PREPARE_OPTIONS, add_prepare_arguments, build_parser, classes_arg  # noqa: F401
-from tpslab.cli.settings import checkpoint_conflicts, resume_settings, settings, split_samples, training_data_warnings
+from tpslab.cli.settings import checkpoint_overrides, resume_settings, settings, split_samples, training_data_warnings
 from tpslab.configs import TrainConfig
 from tpslab.methods import TRAINED
 from tpslab.utils import TPSLabError, check_device_name, check_writable_dir, configure_logging
@@ -99,9 +99,7 @@ def _load_model(args: argparse.Namespace, model_settings: dict[str, Any]) -> Det
         saved = ckpt.get("method", "tps")
         if args.method_given and saved != method:
             raise TPSLabError(f"{args.checkpoint} holds a {saved} model, not {method}: drop --method or change it")
-        checkpoint_conflicts(args, ckpt, args.checkpoint)
-        overrides = {k: v for k, v in model_settings.items() if k in ("pretrained", "image_size") and v}
-        return load_checkpoint(args.checkpoint, **overrides)
+        return load_checkpoint(args.checkpoint, **checkpoint_overrides(args, model_settings, ckpt, args.checkpoint))
     if method in TRAINED:
         raise TPSLabError(f"{method} is trained: give --checkpoint (a tpslab checkpoint.pt, from `tpslab train "
                           f"--method {method}`) or --authors-checkpoint (the released epoch_15.pth)")

@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("pretrain-mini", "pre-train tpslab-mini, a small CLIP, on generated defect captions (offline)")
     p.add_argument("--out", default="results/pretrain-mini", help="checkpoint, history.csv and the weights")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: 3000)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: 2000, the shipped weights)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step, a multiple of 4 (default: 64)")
     p.add_argument("--seed", type=int, default=None, help="initial weights' seed (default: 0)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 2; part of the result)")

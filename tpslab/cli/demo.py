@@ -1,7 +1,8 @@
 """The main job on a profile: train TPS on the auxiliary domain, evaluate held out, before and after.
 
-``tpslab demo`` (and ``make demo``) runs it on the built-in ``smoke`` profile: a tiny CLIP
-with seeded random weights and synthetic data, on the CPU, in a few minutes. It writes
+``tpslab demo`` (and ``make demo``) runs it on the built-in ``smoke`` profile: ``tpslab-mini``
+(a small CLIP pre-trained on generated captions, shipped with tpslab) and synthetic data, on the
+CPU, in a few minutes. It writes
 ``results/demo/`` (tables, figures, the checkpoint) and ends with::
 
     held-out pixel AUROC: untrained X -> trained Y
@@ -30,10 +31,10 @@ from tpslab.utils import TPSLabError, check_writable_dir, resolve_device
 OUTPUTS = ("examples_untrained", "examples_trained", "heldout_metrics", "training_loss")  # stems under --out
 EXAMPLES = 6  # held-out images in each example figure
 RANDOM_CLIP_IMAGE_NOTE = (
-    "Why the image AUROC stays near 0.55: the image score reads CLIP's class token, and the class token of a "
-    "small CLIP with random weights carries little about a small defect, while the maps read the patch tokens, "
-    "which is where training shows here; the image branch is not broken (with real CLIP weights, as in the "
-    "course and paper profiles, the class token does describe the image).")
+    "Why the image AUROC can stay near 0.55 with random weights: the image score reads CLIP's class token, and "
+    "the class token of a small CLIP with random weights carries little about a small defect, while the maps "
+    "read the patch tokens, which is where training shows here; the image branch is not broken (with real CLIP "
+    "weights, as in the course and paper profiles, or tpslab-mini's, the class token does describe the image).")
 
 log = logging.getLogger(__name__)
 

@@ -184,6 +184,20 @@ def checkpoint_conflicts(args: argparse.Namespace, ckpt: dict[str, Any], where: 
                               f"fixes it (drop {flag})")
 
 
+def checkpoint_overrides(args: argparse.Namespace, model_settings: dict[str, Any], ckpt: dict[str, Any],
+                         where: str) -> dict[str, Any]:
+    """The weights and size a given checkpoint is loaded with, beside its own settings.
+
+    Refuses flags that contradict the checkpoint (:func:`checkpoint_conflicts`). A profile's
+    ``pretrained`` and ``image_size`` are for the profile's backbone: they apply to a checkpoint of
+    that backbone only; flags given on the command line apply to any checkpoint.
+    """
+    checkpoint_conflicts(args, ckpt, where)
+    own = model_settings.get("backbone") == ckpt["model_config"].get("backbone")
+    flags = given(args, TPSConfig)
+    return {k: v for k, v in model_settings.items() if k in ("pretrained", "image_size") and v and (own or k in flags)}
+
+
 def split_samples(data: str | Path, split: str, classes: list[str] | None) -> list[dict[str, Any]]:
     """The samples of ``split`` (and ``classes``) of a prepared data set; an error if there are none.
 

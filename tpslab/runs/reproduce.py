@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tpslab.backbone.loading import missing_weights_reason
+from tpslab.backbone.loading import SHIPPED, missing_weights_reason
 from tpslab.methods import method_module
 from tpslab.profiles import Profile, data_root, load_profile, missing_datasets, results_root
 from tpslab.utils import PROJECT, TPSLabError, configure_logging, project_path, shown
@@ -69,7 +69,9 @@ def missing_weight_lines(profile: Profile) -> list[str]:
 def _is_download(profile: Profile) -> bool:
     """Whether the profile's weights come from open_clip's hub (a tag), rather than a local file or none."""
     name, pretrained = profile.model_config.backbone, profile.model_config.pretrained
-    return bool(pretrained) and not name.startswith("local-dir:") and not ("/" in pretrained or Path(pretrained).suffix)
+    if not pretrained or pretrained == SHIPPED or name.startswith("local-dir:"):
+        return False
+    return not ("/" in pretrained or Path(pretrained).suffix)
 
 
 def preflight(profile: Profile, data: Path, needs_data: bool = True) -> bool:

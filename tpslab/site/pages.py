@@ -24,8 +24,8 @@ rows.sort((a,b)=>sc(b)-sc(a)).forEach(r=>g.appendChild(r))}}
 function openLb(src){const l=document.getElementById('lb');l.querySelector('img').src=src;l.classList.add('on')}
 function closeLb(){document.getElementById('lb').classList.remove('on')}"""
 
-LABEL = ("Numbers from synthetic data or random weights are not paper numbers: they check that the "
-         "pipeline runs, nothing more.")
+LABEL = ("Numbers from synthetic data, random weights or tpslab-mini (a small CLIP trained here on generated "
+         "captions, not CLIP) are not paper numbers: they show how the methods behave on such a model and data.")
 
 
 def page(title: str, body: str, nav: list[tuple[str, str]]) -> str:

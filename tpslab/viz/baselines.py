@@ -1,6 +1,9 @@
-"""Figures of the baseline notebook: WinCLIP's windows, AnomalyCLIP's V-V attention, MuSc's mutual scores.
+"""Figures of the baseline notebook: tpslab-mini, WinCLIP's windows, DPAM, MuSc's mutual scores.
 
 nbval does not compare images, so each figure has a numeric twin (``*_summary``).
+
+**tpslab-mini** (:func:`plot_what_it_knows`): the learning curve of its pre-training, and how its
+state score separates normal from anomalous images of classes it never saw.
 
 **WinCLIP** (:func:`plot_windows`). For one image it shows, left to right, each scale's window
 scores (one cell per window, at
@@ -216,4 +219,44 @@ def plot_mutual_scores(image: torch.Tensor, distances: torch.Tensor, patch_score
         ax.set_yticks([])
     title = "MuSc: each patch against the other images of its class"
     fig.suptitle(f"{title}\n({label})" if label else title, fontsize=10)
+    return fig
+
+
+def plot_what_it_knows(curve: list[dict[str, float]], per_class: list[tuple[str, np.ndarray, np.ndarray]],
+                       label: str | None = None) -> plt.Figure:
+    """What a pre-trained small CLIP knows: its learning curve, and its state scores on held-out images.
+
+    Args:
+        curve: rows of ``step``, ``pairs`` and the zero-shot numbers in percent (the weights' metadata,
+            :func:`tpslab.backbone.pretrain.load_weights`).
+        per_class: (class, labels, state scores) per held-out class
+            (:func:`tpslab.backbone.pretrain.heldout_state_scores`).
+        label: a line under the title.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
+    names = {"class_accuracy": "class accuracy", "retrieval_r1": "caption retrieval R@1",
+             "state_auroc_corpus": "normal/anomalous AUROC, corpus",
+             "state_auroc_heldout": "normal/anomalous AUROC, held-out domain"}
+    if curve:
+        pairs = [row["pairs"] / 1000 for row in curve]
+        for key, name in names.items():
+            axes[0].plot(pairs, [row[key] for row in curve], marker=".", label=name)
+        axes[0].legend(fontsize=7)
+    axes[0].set_xlabel("image-caption pairs seen (thousands)")
+    axes[0].set_ylabel("percent")
+    axes[0].set_title("learning curve (measured while pre-training)", fontsize=9)
+    rng = np.random.default_rng(0)  # horizontal jitter only
+    for i, (_, labels, scores) in enumerate(per_class):
+        for state, colour, shift in ((0, "tab:blue", -0.18), (1, "tab:red", 0.18)):
+            y = scores[labels == state]
+            axes[1].scatter(i + shift + rng.uniform(-0.08, 0.08, len(y)), y, s=6, color=colour, alpha=0.6,
+                            label=("normal", "anomalous")[state] if i == 0 else None)
+    axes[1].axhline(0, color="grey", lw=0.8)
+    axes[1].set_xticks(range(len(per_class)), [c for c, _, _ in per_class], rotation=30, fontsize=8)
+    axes[1].set_ylabel("cos(v, anomalous) - cos(v, normal)")
+    axes[1].set_title("state score of held-out images (classes never seen in pre-training)", fontsize=9)
+    axes[1].legend(fontsize=7)
+    title = "tpslab-mini: what a small CLIP trained on generated captions knows"
+    fig.suptitle(f"{title}\n({label})" if label else title, fontsize=10)
+    fig.tight_layout()
     return fig
