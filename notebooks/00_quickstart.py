@@ -18,8 +18,10 @@
 # paper describes) and `"authors-code"` (what the released code does).
 #
 # **What this reproduces.** Nothing numeric yet: the model here is *untrained*. With the
-# default `smoke` profile its CLIP is a tiny network with random weights, so its scores mean
-# nothing until notebook 02 trains it; every figure says so under its title.
+# default `smoke` profile its CLIP is `tpslab-mini`, a small CLIP trained here on generated
+# captions (notebook 07 shows what it knows), but TPS's prompts and pathways are still at their
+# random start, so its scores mean nothing until notebook 02 trains them; every figure says
+# so under its title.
 #
 # **Before you start.** Prerequisites: Python and PyTorch; what CLIP's image and text encoders are. Study time: 30 min. Compute time on the `smoke`
 # profile: 13 s, measured on a 2-core CPU by `make notebooks`.
@@ -239,7 +241,7 @@ q0_1 = 'b'
 _ = answer("q0.1", q0_1)
 
 # %% [markdown]
-# **Q0.2.** On the `smoke` profile, what do this notebook's image scores tell you about the defects? (a) the damaged images score higher (b) the normal images score higher (c) nothing: the model is untrained and its CLIP has random weights
+# **Q0.2.** On the `smoke` profile, what do this notebook's image scores tell you about the defects? (a) the damaged images score higher (b) the normal images score higher (c) nothing: the model is untrained (its prompts and pathways are at their random start)
 
 # %% tags=["exercise"]
 # NBVAL_CHECK_OUTPUT

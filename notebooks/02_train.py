@@ -30,8 +30,8 @@
 # recipe of the profile: for `paper` the spec's (15 epochs, batch 8, Adam with lr 1e-3 for the
 # prompts and 1e-4 for the pathways, betas (0.5, 0.999), seed 111, on MVTec AD's test split,
 # plus the VisA model for the MVTec AD evaluation and the medical models of Table 3). For
-# `smoke`: the synthetic training domain, 10 epochs, a higher pathway lr (a random tiny CLIP
-# learns slowly at 1e-4).
+# `smoke`: the synthetic training domain, 10 epochs, a higher pathway lr (10 short epochs at
+# 1e-4 leave the pathways barely moved).
 #
 # CLIP is frozen and TPS uses no augmentation, so the image features of every epoch are the
 # same: with `cache_features: true` (every built-in profile) they are computed once, kept on

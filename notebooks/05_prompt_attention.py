@@ -24,7 +24,8 @@
 #
 # **What this reproduces.** The paper's argument for shunt prompts and the pathway (sections
 # "Fine-grained Text Prompts" and "Pathway Module"), made visible on 02's model, with the
-# ablation numbers of 04. On `smoke` all of it is on synthetic data with a random tiny CLIP.
+# ablation numbers of 04. On `smoke` all of it is on synthetic data with `tpslab-mini`, a small
+# CLIP trained here on generated captions (not CLIP).
 #
 # **Before you start.** Prerequisites: notebooks 00, 02; attention (queries, keys, values). Study time: 45 min. Compute time on the `smoke`
 # profile: 14 s, measured on a 2-core CPU by `make notebooks`.

@@ -23,7 +23,8 @@
 # from. Our columns come from `tpslab compare` (the same code as this notebook): every
 # (method, data set, seed) run stores its predictions once under `predictions/`, and every
 # table, interval and figure here is computed from those files. On `smoke` that is the
-# synthetic held-out domain with a random tiny CLIP, in a row of its own; every real data set
+# synthetic held-out domain with `tpslab-mini` (a small CLIP trained here on generated captions,
+# not CLIP), in a row of its own; every real data set
 # says "not run". Only the `paper` profile fills the published rows.
 #
 # **Before you start.** Prerequisites: notebooks 02-04; the bootstrap. Study time: 45 min. Compute time on the `smoke`

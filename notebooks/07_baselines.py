@@ -49,10 +49,11 @@ examples_per_figure = 4  # images in CLIP's and AnomalyCLIP's example figures
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+import torch
 import torch.nn.functional as F
 
 import tpslab.lab
-from tpslab import viz
+from tpslab import metrics, viz
 from tpslab.data.dataset import AnomalyDataset, Examples, load_examples
 from tpslab.methods.anomalyclip import attention_weights
 from tpslab.methods.clip import sentences
@@ -140,6 +141,28 @@ print("image scores:", [round(float(s), 3) for s in pred.image_scores])
 # %%
 lab.save_figure(viz.example_figure(clip, shown, "CLIP: two sentences per class", lab.label, device=lab.device),
                 "07_clip_examples")
+
+# %% [markdown]
+# **Try it: does the wording matter?** CLIP's score is only as good as its two sentences. Below,
+# the image AUROC of one held-out class when "normal" / "anomalous" are replaced by other state
+# words (the template stays "a photo of a {state} {class}."). Edit `wordings` and run the cell
+# again. On `smoke` the answers come from tpslab-mini, which learnt ten normal and ten anomalous
+# words from its captions ("flawless", "damaged", ...) but never "scratched" or "dented": a word
+# the model never read is a random vector, and the AUROC tells you so.
+
+# %%
+wordings = [("normal", "anomalous"), ("flawless", "damaged"), ("perfect", "broken"), ("good", "scratched"),
+            ("good", "dented")]
+cls = shown.classes[0]
+members = AnomalyDataset(meta, clip.image_size, "test", [cls])
+batch = Examples([members[i] for i in range(len(members))])
+with torch.no_grad():
+    v = F.normalize(clip.backbone.encode_image(batch.images.to(lab.device)).embedding.float(), dim=-1)
+    for good, bad in wordings:
+        text = F.normalize(clip.backbone.encode_sentences([f"a photo of a {good} {cls}.",
+                                                          f"a photo of a {bad} {cls}."]).float(), dim=-1)
+        state = (v @ text.T)[:, 1] - (v @ text.T)[:, 0]  # ranks images as the two-way softmax does
+        print(f"{good:>9} / {bad:<10} image AUROC {100 * metrics.image_auroc(batch.labels, state.cpu()):5.1f}")
 
 # %% [markdown]
 # ## 2. WinCLIP: a prompt ensemble and window embeddings
