@@ -101,9 +101,10 @@ print(last[["epoch", "loss", "image_loss", "seg_loss"]].round(3).astype({"epoch"
 # %% [markdown]
 # **What to see:** the segmentation loss (focal + Dice, summed over the layers) falls
 # steadily: the shunt prompts and the pathways learn to mark defect pixels. The image loss
-# (cross-entropy, chance level ln 2 = 0.69) moves much less on `smoke`: the random tiny CLIP's
-# image embedding carries little information about a small defect, which the held-out image
-# AUROC in 03 confirms. With real CLIP weights both terms fall.
+# (cross-entropy, chance level ln 2 = 0.69) starts below chance on `smoke` and keeps falling:
+# tpslab-mini's image embedding already tells a damaged image from a flawless one (notebook 07,
+# section 0), and the global prompts learn to read it. 03 shows where both lead on the held-out
+# domain.
 
 # %%
 for run, history in histories.items():

@@ -87,21 +87,19 @@ lab.save_table(table, "04_ablation", "Ablations: mean over classes (percent)", l
 
 # %% [markdown]
 # **What to see:** read the bars left to right within each panel. On `smoke`: fixed words
-# without a pathway (A1) are little better than chance at finding defect pixels; learning the
-# prompts (prompts only) moves the numbers by a few points, a gap that one seed without an
+# without a pathway (A1) already find defect pixels well above chance, since tpslab-mini's words
+# mean something, but its last-layer patch tokens are less well aligned with them than its class
+# token is; learning the prompts (prompts only) adds a few points, a gap that one seed without an
 # interval cannot tell from noise (notebook 06 trains several seeds and gives bootstrap
 # intervals); adding the pathway (A2) makes the large step in both pixel metrics. The image
-# AUROC stays near chance in every row: the random tiny CLIP's image embedding is the limit
-# there, not the prompts.
+# AUROC is about the same in every row: it reads the class token against the global prompts,
+# which the shunt prompts and the pathway do not touch; the rows differ in their maps.
 #
-# The authors'-code row needs a closer look: its pixel AUROC stays near A1's, yet its AUPRO
-# falls *below* A1's. Pixel AUROC ranks all pixels of the data set together; AUPRO averages the
-# overlap over each defect region and only up to a false-positive rate of 0.3, so a map that
-# lifts some defects well and others not at all (or whose scores vary from image to image) loses
-# AUPRO without losing pixel AUROC. At test time the authors' code discards its pathway, while its
-# shunt prompts (and the text projection it also trains) were fitted to patch features *with*
-# the pathway applied: the prompts meet features they were not trained on. That is our reading,
-# not a measured cause; what would decide it is to evaluate the same checkpoint with
+# The authors'-code row needs a closer look: its image AUROC matches the others', but its maps
+# fall *below* A1's, to a pixel AUROC near chance. At test time the authors' code discards its
+# pathway, while its shunt prompts (and the text projection it also trains) were fitted to patch
+# features *with* the pathway applied: the prompts meet features they were not trained on. That
+# is our reading, not a measured cause; what would decide it is to evaluate the same checkpoint with
 # `pathway_at_inference: true`, and A1 with the authors' other settings one at a time (the
 # table in section 4 lists them).
 

@@ -119,9 +119,10 @@ lab.save_table(summary, "05_layers", f"Per layer, {n} held-out images: read-outs
 
 # %% [markdown]
 # Reading the table on `smoke`: at every layer the pathway's read-out localises far better
-# than the global or the plain shunt prompts; in every layer at least one of the two tokens
-# puts several times its fair share of attention on defect pixels (lift of 3 or more); and the
-# read-out direction differs from image to image (agreement well below 1).
+# than the global or the plain shunt prompts, which stay near chance (tpslab-mini's patch tokens
+# of these layers are not aligned with its words); in every layer at least one of the two tokens
+# puts more than twice its fair share of attention on defect pixels (lift above 2, more in the
+# early layers); and the read-out direction differs from image to image (agreement below 1).
 #
 # **What to see:** per layer (rows) and read-out (columns), how P(anomalous) is spread over
 # normal patches and over defect patches (a patch counts as defect when the mask covers most
