@@ -27,7 +27,7 @@ from torch import nn
 from tpslab.utils import TPSLabError
 
 CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
-open_clip.add_model_config(CONFIG_DIR)  # registers "tpslab-tiny", "tpslab-ref24" (file stem = model name)
+open_clip.add_model_config(CONFIG_DIR)  # registers "tpslab-tiny", "tpslab-mini", ... (file stem = model name)
 
 POS_RESIZE = ("bilinear", "bicubic", "open_clip")  # how the position grid is resized (see load_clip)
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
