@@ -9,6 +9,19 @@ that the peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU) is
     python benchmarks/bench_winclip.py [--quick] [--device cuda] [--batch 8] [--max-tokens 32768]
 
 Prints a table and writes ``results/benchmarks/winclip_windows.csv``.
+
+``--anomalib PYTHON`` compares instead with anomalib's ``WinClipModel`` (the reference of
+``tpslab/methods/winclip.py``): PYTHON is the interpreter of a separate environment where
+``anomalib`` and ``open_clip_torch`` are importable (anomalib is no dependency of tpslab, and
+its code is never copied here). Both sides run on the CPU (or ``--device``) with the same random
+ViT-B-16-plus-240 weights (tpslab's seeded ones, saved and loaded into anomalib's model), the
+same ``--images`` random 240 px inputs and the class "bottle", each in its own long-lived
+process with ``--threads`` torch threads; ``--rounds`` alternate one timed pass of each side (all
+images, in batches of ``--batch``; text embeddings computed before). It prints each round's
+seconds, the ratio anomalib / tpslab, the largest differences of image scores and maps, and
+writes ``results/benchmarks/winclip_anomalib.csv``::
+
+    python benchmarks/bench_winclip.py --anomalib /path/to/venv/bin/python [--images 2 --rounds 2]
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from pathlib import Path
 
 import torch
 from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
+from winclip_anomalib import compare_with_anomalib  # benchmarks/winclip_anomalib.py
 
 BACKBONES = ("tpslab-tiny", "ViT-B-16-plus-240")
 IMAGE_SIZE = 240
@@ -82,6 +96,7 @@ def measure(backbone: str, device: str, batch: int, repeats: int, max_tokens: in
 
 
 def main() -> None:
+    """Measure each backbone in its own process (or compare with anomalib), print the table, write the CSV."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 2 (1 for ViT-B-16-plus-240 on CPU), one repeat")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -91,7 +106,16 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure this backbone, print a JSON row
+    ap.add_argument("--anomalib", type=Path, default=None,
+                    help="python of an environment with anomalib: compare with its WinClipModel instead")
+    ap.add_argument("--images", type=int, default=2, help="--anomalib: random images of each timed pass")
+    ap.add_argument("--rounds", type=int, default=2, help="--anomalib: alternating timed passes of each side")
+    ap.add_argument("--threads", type=int, default=2, help="--anomalib: torch threads of each side")
     args = ap.parse_args()
+    if args.anomalib:
+        compare_with_anomalib(args.anomalib, args.images, args.rounds, min(args.batch, args.images), args.threads,
+                              args.device, args.out.with_name("winclip_anomalib.csv"))
+        return
     if args.one:
         print(json.dumps(measure(args.one, args.device, args.batch, args.repeats, args.max_tokens)))
         return
