@@ -15,9 +15,10 @@ Prints a table and writes ``results/benchmarks/winclip_windows.csv``.
 ``anomalib`` and ``open_clip_torch`` are importable (anomalib is no dependency of tpslab, and
 its code is never copied here). Both sides run on the CPU (or ``--device``) with the same random
 ViT-B-16-plus-240 weights (tpslab's seeded ones, saved and loaded into anomalib's model), the
-same ``--images`` random 240 px inputs and the class "bottle", each in its own long-lived
-process with ``--threads`` torch threads; ``--rounds`` alternate one timed pass of each side (all
-images, in batches of ``--batch``; text embeddings computed before). It prints each round's
+same ``--images`` random 240 px inputs and the class "bottle" (anomalib's window pass with its token
+layout put right for open_clip 3, see ``winclip_anomalib.py``; ``--anomalib-as-installed`` not),
+each in its own long-lived process with ``--threads`` torch threads; ``--rounds`` alternate one
+timed pass of each side (all images, in batches of ``--batch``; text embeddings computed before). It prints each round's
 seconds, the ratio anomalib / tpslab, the largest differences of image scores and maps, and
 writes ``results/benchmarks/winclip_anomalib.csv``::
 
@@ -111,10 +112,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2, help="--anomalib: random images of each timed pass")
     ap.add_argument("--rounds", type=int, default=2, help="--anomalib: alternating timed passes of each side")
     ap.add_argument("--threads", type=int, default=2, help="--anomalib: torch threads of each side")
+    ap.add_argument("--anomalib-as-installed", dest="fix_layout", action="store_false",
+                    help="--anomalib: leave its window pass's token layout as is (open_clip >= 2.24 is batch-first)")
     args = ap.parse_args()
     if args.anomalib:
         compare_with_anomalib(args.anomalib, args.images, args.rounds, min(args.batch, args.images), args.threads,
-                              args.device, args.out.with_name("winclip_anomalib.csv"))
+                              args.device, args.out.with_name("winclip_anomalib.csv"), args.fix_layout)
         return
     if args.one:
         print(json.dumps(measure(args.one, args.device, args.batch, args.repeats, args.max_tokens)))

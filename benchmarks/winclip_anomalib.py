@@ -54,6 +54,12 @@ device = torch.device(cfg["device"])
 model = WinClipModel()
 model.clip.load_state_dict(torch.load(cfg["weights"]))
 model.setup(cfg["class_name"])  # the text embeddings, with the loaded weights
+transformer = model.clip.visual.transformer
+if cfg["fix_layout"] and getattr(transformer, "batch_first", False):
+    # anomalib's window pass permutes its tokens to (length, batch, width) for the transformer, but
+    # open_clip >= 2.24 builds it batch-first: attention would then run across windows instead of
+    # across each window's tokens. Told that its input is sequence-first, open_clip transposes it back.
+    transformer.batch_first = False
 model = model.eval().to(device)
 def model_pass(x):
     out = model(x)
@@ -80,12 +86,12 @@ class Worker:
     """One side's process: started with its settings, then asked for timed passes."""
 
     def __init__(self, python: str, code: str, cfg: dict, folder: Path, name: str) -> None:
-        (folder / f"{name}.py").write_text(code)
+        (folder / f"{name}_worker.py").write_text(code)  # not {name}.py: it would shadow the package
         (folder / f"{name}.json").write_text(json.dumps(cfg))
         env = {**os.environ, "OMP_NUM_THREADS": str(cfg["threads"]), "MKL_NUM_THREADS": str(cfg["threads"]),
                "PYTHONWARNINGS": "ignore"}
         self.name, self.log = name, folder / f"{name}.log"
-        self.proc = subprocess.Popen([python, str(folder / f"{name}.py"), str(folder / f"{name}.json")], env=env,
+        self.proc = subprocess.Popen([python, str(folder / f"{name}_worker.py"), str(folder / f"{name}.json")], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "w"),
                                      text=True)
         self.result()  # ready
@@ -111,8 +117,12 @@ class Worker:
 
 
 def compare_with_anomalib(python: Path, images: int, rounds: int, batch: int, threads: int, device: str,
-                          out: Path) -> list[dict]:
-    """Alternate timed passes of tpslab's WinCLIP and anomalib's WinClipModel; print and write the rows."""
+                          out: Path, fix_layout: bool = True) -> list[dict]:
+    """Alternate timed passes of tpslab's WinCLIP and anomalib's WinClipModel; print and write the rows.
+
+    ``fix_layout``: run anomalib's window pass as it was written (see :data:`ANOMALIB_WORKER`); without
+    it, anomalib as installed with open_clip 3 (attention across windows: different maps).
+    """
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-winclip-anomalib-") as name:
         tmp = Path(name)
@@ -120,7 +130,7 @@ def compare_with_anomalib(python: Path, images: int, rounds: int, batch: int, th
         torch.save(torch.randn(images, 3, IMAGE_SIZE, IMAGE_SIZE), tmp / "images.pt")  # preprocessed inputs
         common = {"images": str(tmp / "images.pt"), "weights": str(tmp / "weights.pt"), "threads": threads,
                   "batch": batch, "device": device, "class_name": CLASS, "backbone": BACKBONE,
-                  "image_size": IMAGE_SIZE}
+                  "image_size": IMAGE_SIZE, "fix_layout": fix_layout}
         start = time.perf_counter()
         ours = Worker(sys.executable, TPSLAB_WORKER, {**common, "outputs": str(tmp / "tpslab_out.pt")}, tmp, "tpslab")
         theirs = Worker(str(python), ANOMALIB_WORKER, {**common, "outputs": str(tmp / "anomalib_out.pt")}, tmp,
@@ -134,7 +144,8 @@ def compare_with_anomalib(python: Path, images: int, rounds: int, batch: int, th
                 else:
                     t, a = ours.run(), theirs.run()
                 rows.append({"round": rnd, "backbone": BACKBONE, "image_size": IMAGE_SIZE, "images": images,
-                             "batch": batch, "threads": threads, "device": device, "anomalib_s": round(a, 2),
+                             "batch": batch, "threads": threads, "device": device, "layout_fix": fix_layout,
+                             "anomalib_s": round(a, 2),
                              "tpslab_s": round(t, 2), "speedup": round(a / t, 3)})
                 print(f"round {rnd}: anomalib WinClipModel {a:.1f} s, tpslab WinCLIP {t:.1f} s -> "
                       f"{a / t:.2f}x", flush=True)
