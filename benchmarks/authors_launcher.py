@@ -35,7 +35,7 @@ AUTHORS_VIT_L = (768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12)
 
 # Imported first by every script below (run in the authors' folder): stand-in 1.
 STUBS = r'''
-import sys, types
+import importlib.machinery, sys, types
 import packaging.version
 sys.modules.setdefault("pkg_resources", types.SimpleNamespace(packaging=packaging))
 for _name, _attrs in (("thop", {"profile": None}),
@@ -44,8 +44,10 @@ for _name, _attrs in (("thop", {"profile": None}),
     if _name not in sys.modules:
         try:
             __import__(_name)
-        except ImportError:
-            sys.modules[_name] = types.SimpleNamespace(**_attrs)
+        except ImportError:  # a module with a spec: torch's import-time checks look modules up by name
+            sys.modules[_name] = types.ModuleType(_name)
+            sys.modules[_name].__spec__ = importlib.machinery.ModuleSpec(_name, None)
+            sys.modules[_name].__dict__.update(_attrs)
 '''
 
 # argv[1]: a JSON file {"weights", "data", "threads", "script", "argv"}; runs in the authors' folder.

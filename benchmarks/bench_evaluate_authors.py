@@ -21,7 +21,8 @@ images), at 518 px, with the same random ViT-L-14-336 weights and the same rando
 The per-class metrics of both sides are printed side by side (the authors print them rounded to
 0.1; their AUPRO integrates 200 thresholds, tpslab's is exact, so AUPRO may differ a little).
 ``--rounds`` repeats the pair (authors first, then tpslab). Without ``--reference`` only the
-tpslab side runs, an untrained TPS on seeded random weights (``--quick``: the tiny model at 64 px; ``make bench``).
+tpslab side runs, an untrained TPS on seeded random weights (``--quick``: the tiny model at 64 px; ``make bench``;
+with ``$TPSLAB_TPS_REFERENCE`` set, ``make bench`` compares at 224 px on 8 images).
 Writes ``results/benchmarks/evaluate_authors[_quick].csv``.
 
     python benchmarks/bench_evaluate_authors.py [--reference PATH] [--images 16 --classes 2] [--quick]
@@ -108,18 +109,22 @@ def run_tpslab(data: Path, out: Path, args: argparse.Namespace, checkpoint: Path
 def main() -> None:
     """Prepare data (and the authors' weights and checkpoint), run the sides, print times, ratios, metrics."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", type=Path, default=None, help="a checkout of the authors' TPS code")
+    ap.add_argument("--reference", type=Path, default=os.environ.get("TPSLAB_TPS_REFERENCE") or None,
+                    help="a checkout of the authors' TPS code (default $TPSLAB_TPS_REFERENCE)")
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--classes", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=518)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of every measured run")
     ap.add_argument("--rounds", type=int, default=1, help="authors/tpslab pairs, back to back")
-    ap.add_argument("--quick", action="store_true", help="make bench: tpslab only, tiny model at 64 px")
+    ap.add_argument("--quick", action="store_true",
+                    help="make bench: the tiny model at 64 px; with --reference: ViT-L-14-336 at 224 px, 8 images")
     ap.add_argument("--out", default=str(RESULTS), help="folder of the CSV")
     args = ap.parse_args()
     args.backbone = "ViT-L-14-336"
-    if args.quick:
-        args.reference, args.backbone, args.image_size = None, "tpslab-tiny", 64
+    if args.quick and args.reference:
+        args.image_size, args.images = 224, 8
+    elif args.quick:
+        args.backbone, args.image_size = "tpslab-tiny", 64
     csv_path = Path(args.out) / ("evaluate_authors_quick.csv" if args.quick else "evaluate_authors.csv")
     common = {"images": args.images, "classes": args.classes, "image_size": args.image_size,
               "threads": args.threads, "backbone": args.backbone}

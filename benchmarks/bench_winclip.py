@@ -23,12 +23,15 @@ seconds, the ratio anomalib / tpslab, the largest differences of image scores an
 writes ``results/benchmarks/winclip_anomalib.csv``::
 
     python benchmarks/bench_winclip.py --anomalib /path/to/venv/bin/python [--images 2 --rounds 2]
+
+With ``$TPSLAB_ANOMALIB_PYTHON`` set, ``--quick`` (``make bench``) adds the comparison on one image.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -107,15 +110,16 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure this backbone, print a JSON row
-    ap.add_argument("--anomalib", type=Path, default=None,
-                    help="python of an environment with anomalib: compare with its WinClipModel instead")
+    ap.add_argument("--anomalib", type=Path, default=os.environ.get("TPSLAB_ANOMALIB_PYTHON") or None,
+                    help="python of an environment with anomalib: compare with its WinClipModel instead (with "
+                         "--quick: after the table, 1 image, 1 round; default $TPSLAB_ANOMALIB_PYTHON)")
     ap.add_argument("--images", type=int, default=2, help="--anomalib: random images of each timed pass")
     ap.add_argument("--rounds", type=int, default=2, help="--anomalib: alternating timed passes of each side")
     ap.add_argument("--threads", type=int, default=2, help="--anomalib: torch threads of each side")
     ap.add_argument("--anomalib-as-installed", dest="fix_layout", action="store_false",
                     help="--anomalib: leave its window pass's token layout as is (open_clip >= 2.24 is batch-first)")
     args = ap.parse_args()
-    if args.anomalib:
+    if args.anomalib and not args.quick:
         compare_with_anomalib(args.anomalib, args.images, args.rounds, min(args.batch, args.images), args.threads,
                               args.device, args.out.with_name("winclip_anomalib.csv"), args.fix_layout)
         return
@@ -138,6 +142,9 @@ def main() -> None:
         print(" | ".join(str(r[c]) for c in cols))
     print(f"(peak memory = {rows[0]['memory']}; {rows[0]['threads']} threads; max_tokens_per_call {args.max_tokens})")
     write_rows(args.out, rows)
+    if args.anomalib:  # --quick: the comparison at its smallest, after the table
+        compare_with_anomalib(args.anomalib, 1, 1, 1, args.threads, args.device,
+                              args.out.with_name("winclip_anomalib_quick.csv"), args.fix_layout)
 
 
 if __name__ == "__main__":
