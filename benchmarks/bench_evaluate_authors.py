@@ -14,10 +14,10 @@ images), at 518 px, with the same random ViT-L-14-336 weights and the same rando
   repository), run unchanged through the launcher, at its defaults (batch 1, sigma 4) with
   ``--metrics image-pixel-level`` (the four metrics tpslab reports);
 * ``tpslab``: ``python -m tpslab evaluate DATA --authors-checkpoint FILE --variant authors-code
-  --backbone ViT-L-14-336 --pretrained openai --image-size 518 --device cpu`` at its defaults
-  (batch 8, the method's sigma, exact AUPRO), with a private ``HOME`` whose Hugging Face cache
-  holds the random weights file where open_clip looks for OpenAI's, so it loads them as OpenAI's
-  (QuickGELU, as the authors' model).
+  --backbone ViT-L-14-336 --pretrained openai --image-size 518 --sigma 4 --device cpu`` at its
+  defaults otherwise (batch 8, exact AUPRO; sigma 4 px as theirs, also at other sizes), with a
+  private ``HOME`` whose Hugging Face cache holds the random weights file where open_clip looks
+  for OpenAI's, so it loads them as OpenAI's (QuickGELU, as the authors' model).
 
 The per-class metrics of both sides are printed side by side (the authors print them rounded to
 0.1; their AUPRO integrates 200 thresholds, tpslab's is exact, so AUPRO may differ a little).
@@ -109,7 +109,7 @@ def run_tpslab(data: Path, out: Path, args: argparse.Namespace, checkpoint: Path
     cmd = [sys.executable, "-m", "tpslab", "evaluate", str(data), "--out", str(out), "--device", "cpu", "--quiet"]
     if home is not None:
         cmd += ["--authors-checkpoint", str(checkpoint), "--variant", "authors-code", "--backbone", args.backbone,
-                "--pretrained", "openai", "--image-size", str(args.image_size)]
+                "--pretrained", "openai", "--image-size", str(args.image_size), "--sigma", "4"]  # their sigma in px
     else:
         cmd += ["--checkpoint", str(checkpoint)]
     env = child_env(args.threads)
