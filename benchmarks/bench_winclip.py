@@ -17,10 +17,10 @@ its code is never copied here). Both sides run on the CPU (or ``--device``) with
 ViT-B-16-plus-240 weights (tpslab's seeded ones, saved and loaded into anomalib's model), the
 same ``--images`` random 240 px inputs and the class "bottle" (anomalib's window pass with its token
 layout put right for open_clip 3, see ``winclip_anomalib.py``; ``--anomalib-as-installed`` not),
-each in its own long-lived process with ``--threads`` torch threads; ``--rounds`` alternate one
-timed pass of each side (all images, in batches of ``--batch``; text embeddings computed before). It prints each round's
-seconds, the ratio anomalib / tpslab, the largest differences of image scores and maps, and
-writes ``results/benchmarks/winclip_anomalib.csv``::
+each in its own long-lived process with ``--threads`` torch threads; after one untimed pass each,
+``--rounds`` alternate one timed pass of each side (all images, in batches of ``--batch``; text
+embeddings computed before). It prints each round's seconds, the ratio anomalib / tpslab, the
+largest differences of image scores and maps, and writes ``results/benchmarks/winclip_anomalib.csv``::
 
     python benchmarks/bench_winclip.py --anomalib /path/to/venv/bin/python [--images 2 --rounds 2]
 
