@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--anomalib-as-installed", dest="fix_layout", action="store_false",
                     help="--anomalib: leave its window pass's token layout as is (open_clip >= 2.24 is batch-first)")
     args = ap.parse_args()
-    if args.anomalib and not args.quick:
+    if args.anomalib and not args.quick and not args.one:
         compare_with_anomalib(args.anomalib, args.images, args.rounds, min(args.batch, args.images), args.threads,
                               args.device, args.out.with_name("winclip_anomalib.csv"), args.fix_layout)
         return
