@@ -32,6 +32,9 @@ from pathlib import Path
 # the authors' CLIP class arguments for ViT-L/14@336px (OpenAI's): embed dim, resolution, vision
 # layers, width, patch, then text context, vocabulary, width, heads, layers
 AUTHORS_VIT_L = (768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12)
+# the same class at tpslab-ref24's dims with 14 px patches (24 blocks of width 128, text 12 of width 128; heads =
+# width / 64 as their loader infers): 37 x 37 tokens at 518 px as ViT-L-14-336, a far cheaper forward
+AUTHORS_REF24_P14 = (64, 224, 24, 128, 14, 77, 49408, 128, 2, 12)
 
 # Imported first by every script below (run in the authors' folder): stand-in 1.
 STUBS = r'''
@@ -141,9 +144,9 @@ def timed(cmd: list[str], cwd: Path | None, env: dict[str, str], log: Path) -> f
     return seconds
 
 
-def make_weights(reference: Path, weights: Path, threads: int) -> Path:
-    """Random ViT-L/14@336px weights in the authors' format (their ``CLIP`` class, seed 0, float16)."""
-    subprocess.run([sys.executable, "-c", MAKE_WEIGHTS, str(weights), ",".join(map(str, AUTHORS_VIT_L))],
+def make_weights(reference: Path, weights: Path, threads: int, dims: tuple[int, ...] = AUTHORS_VIT_L) -> Path:
+    """Random weights in the authors' format (their ``CLIP`` class at ``dims``, seed 0, float16; ViT-L/14@336px)."""
+    subprocess.run([sys.executable, "-c", MAKE_WEIGHTS, str(weights), ",".join(map(str, dims))],
                    cwd=reference, check=True, env=child_env(threads))
     return weights
 

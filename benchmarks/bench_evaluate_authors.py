@@ -41,7 +41,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from authors_launcher import child_env, make_checkpoint, make_weights, run_script, timed  # benchmarks/
+from authors_launcher import (  # benchmarks/
+    AUTHORS_REF24_P14,
+    AUTHORS_VIT_L,
+    child_env,
+    make_checkpoint,
+    make_weights,
+    run_script,
+    timed,
+)
 from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 RESULTS = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results")) / "benchmarks"
@@ -95,6 +103,23 @@ def openai_home(home: Path, weights: Path, backbone: str) -> Path:
     return home
 
 
+def cheap_backbone(folder: Path, weights: Path) -> str:
+    """``local-dir:`` backbone of the authors' small random weights (:data:`AUTHORS_REF24_P14`) for tpslab.
+
+    open_clip's config of the same architecture (tpslab-ref24's dims with 14 px patches, QuickGELU as
+    the authors' model) and their state dict, whose keys open_clip's CLIP shares.
+    """
+    embed, size, layers, width, patch, context, vocab, text_width, heads, text_layers = AUTHORS_REF24_P14
+    cfg = {"embed_dim": embed, "quick_gelu": True,
+           "vision_cfg": {"image_size": size, "layers": layers, "width": width, "head_width": 64, "patch_size": patch},
+           "text_cfg": {"context_length": context, "vocab_size": vocab, "width": text_width, "heads": heads,
+                        "layers": text_layers}}
+    folder.mkdir(parents=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    (folder / "open_clip_pytorch_model.bin").symlink_to(weights)
+    return f"local-dir:{folder}"
+
+
 def random_tpslab_checkpoint(path: Path, backbone: str, image_size: int) -> Path:
     """A tpslab checkpoint of an untrained TPS on seeded random weights (the side alone, without the authors')."""
     import tpslab
@@ -109,7 +134,8 @@ def run_tpslab(data: Path, out: Path, args: argparse.Namespace, checkpoint: Path
     cmd = [sys.executable, "-m", "tpslab", "evaluate", str(data), "--out", str(out), "--device", "cpu", "--quiet"]
     if home is not None:
         cmd += ["--authors-checkpoint", str(checkpoint), "--variant", "authors-code", "--backbone", args.backbone,
-                "--pretrained", "openai", "--image-size", str(args.image_size), "--sigma", "4"]  # their sigma in px
+                "--image-size", str(args.image_size), "--sigma", "4"]  # their sigma in px
+        cmd += [] if args.backbone.startswith("local-dir:") else ["--pretrained", "openai"]
     else:
         cmd += ["--checkpoint", str(checkpoint)]
     env = child_env(args.threads)
@@ -130,6 +156,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="authors/tpslab pairs, back to back")
     ap.add_argument("--quick", action="store_true",
                     help="make bench: the tiny model at 64 px; with --reference: ViT-L-14-336 at 224 px, 8 images")
+    ap.add_argument("--cheap", action="store_true",
+                    help="with --reference: both sides on a small random 24-block ViT with 14 px patches "
+                         "(tpslab-ref24's dims, 37 x 37 tokens at 518 px as ViT-L-14-336): CLIP cheap, as on a GPU, "
+                         "so the time is the pipeline around it")
     ap.add_argument("--out", default=str(RESULTS), help="folder of the CSV")
     args = ap.parse_args()
     args.backbone = "ViT-L-14-336"
@@ -137,9 +167,12 @@ def main() -> None:
         args.image_size, args.images = 224, 8
     elif args.quick:
         args.backbone, args.image_size = "tpslab-tiny", 64
-    csv_path = Path(args.out) / ("evaluate_authors_quick.csv" if args.quick else "evaluate_authors.csv")
+    if args.cheap and not args.reference:
+        ap.error("--cheap compares with the authors' code: give --reference (or $TPSLAB_TPS_REFERENCE)")
+    stem = "evaluate_authors" + ("_quick" if args.quick else "") + ("_cheap" if args.cheap else "")
+    csv_path = Path(args.out) / f"{stem}.csv"
     common = {"images": args.images, "classes": args.classes, "image_size": args.image_size,
-              "threads": args.threads, "backbone": args.backbone}
+              "threads": args.threads, "backbone": "authors-ref24-p14" if args.cheap else args.backbone}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-authors-") as name:
         tmp = Path(name)
@@ -149,9 +182,16 @@ def main() -> None:
             checkpoint = random_tpslab_checkpoint(tmp / "tpslab-random.pt", args.backbone, args.image_size)
         else:
             reference = args.reference.resolve()
-            weights = make_weights(reference, tmp / "authors-vit-l-14-336-random.pt", args.threads)
+            dims = AUTHORS_REF24_P14 if args.cheap else AUTHORS_VIT_L
+            name = "ref24-p14" if args.cheap else "vit-l-14-336"
+            weights = make_weights(reference, tmp / f"authors-{name}-random.pt", args.threads, dims)
             checkpoint = make_checkpoint(reference, tmp / "authors-checkpoint-random.pth", weights, data, args.threads)
-            home = openai_home(tmp / "home", weights, args.backbone)
+            if args.cheap:
+                args.backbone = cheap_backbone(tmp / "authors-ref24-p14", weights)
+                home = tmp / "home"  # a private HOME all the same (nothing of the user's cache used)
+                home.mkdir()
+            else:
+                home = openai_home(tmp / "home", weights, args.backbone)
         for rnd in range(1, args.rounds + 1):
             if args.reference:
                 out = tmp / f"authors-{rnd}"
