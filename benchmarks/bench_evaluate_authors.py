@@ -19,6 +19,13 @@ images), at 518 px, with the same random ViT-L-14-336 weights and the same rando
   private ``HOME`` whose Hugging Face cache holds the random weights file where open_clip looks
   for OpenAI's, so it loads them as OpenAI's (QuickGELU, as the authors' model).
 
+``--cheap`` puts both sides on a small random ViT instead (the authors' ``CLIP`` class at
+tpslab-ref24's dims with 14 px patches: 24 blocks of width 128, 37 x 37 tokens at 518 px as
+ViT-L-14-336; tpslab reads the same state dict as a ``local-dir:`` open_clip model with
+QuickGELU): on the CPU, ViT-L's forward is ~all of both sides' time and the same work on both,
+so the ratio would say nothing of the pipeline around it; with a cheap CLIP, as on a GPU, it does.
+The authors' per-image loop (tqdm's elapsed time) is printed beside their total.
+
 The per-class metrics of both sides are printed side by side (the authors print them rounded to
 0.1; their AUPRO integrates 200 thresholds, tpslab's is exact, so AUPRO may differ a little).
 ``--rounds`` repeats the pair (authors first, then tpslab). Without ``--reference`` only the
@@ -26,7 +33,7 @@ tpslab side runs, an untrained TPS on seeded random weights (``--quick``: the ti
 with ``$TPSLAB_TPS_REFERENCE`` set, ``make bench`` compares at 224 px on 8 images).
 Writes ``results/benchmarks/evaluate_authors[_quick].csv``.
 
-    python benchmarks/bench_evaluate_authors.py [--reference PATH] [--images 16 --classes 2] [--quick]
+    python benchmarks/bench_evaluate_authors.py [--reference PATH [--cheap]] [--images 16 --classes 2] [--quick]
 """
 
 from __future__ import annotations
