@@ -156,6 +156,8 @@ def run_tpslab(data: Path, out: Path, args: argparse.Namespace, checkpoint: Path
         cmd += [] if args.backbone.startswith("local-dir:") else ["--pretrained", "openai"]
     else:
         cmd += ["--checkpoint", str(checkpoint)]
+    if args.tpslab_batch:
+        cmd += ["--batch-size", str(args.tpslab_batch)]
     env = child_env(args.threads)
     if home is not None:
         env.update(HOME=str(home), HF_HUB_OFFLINE="1")
@@ -178,6 +180,8 @@ def main() -> None:
                     help="with --reference: both sides on a small random 24-block ViT with 14 px patches "
                          "(tpslab-ref24's dims, 37 x 37 tokens at 518 px as ViT-L-14-336): CLIP cheap, as on a GPU, "
                          "so the time is the pipeline around it")
+    ap.add_argument("--tpslab-batch", type=int, default=None,
+                    help="tpslab evaluate's --batch-size (default: its own, 8; the authors' test.py runs batch 1)")
     ap.add_argument("--out", default=str(RESULTS), help="folder of the CSV")
     args = ap.parse_args()
     args.backbone = "ViT-L-14-336"
@@ -190,7 +194,8 @@ def main() -> None:
     stem = "evaluate_authors" + ("_quick" if args.quick else "") + ("_cheap" if args.cheap else "")
     csv_path = Path(args.out) / f"{stem}.csv"
     common = {"images": args.images, "classes": args.classes, "image_size": args.image_size,
-              "threads": args.threads, "backbone": "authors-ref24-p14" if args.cheap else args.backbone}
+              "threads": args.threads, "backbone": "authors-ref24-p14" if args.cheap else args.backbone,
+              "tpslab_batch": args.tpslab_batch or 8}
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-authors-") as name:
         tmp = Path(name)
