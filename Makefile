@@ -95,6 +95,8 @@ nbval-portable: install
 
 # Every benchmarks/bench_*.py at its --quick size (CSVs under results/benchmarks/), then one figure of them.
 # Under 10 minutes on a 2-core CPU; drop --quick in a script's own command line for the full sizes.
+# Side-by-side ratios where the references are at hand (never part of this repo): TPSLAB_MUSC_REFERENCE=PATH,
+# TPSLAB_TPS_REFERENCE=PATH (the authors' TPS checkout), TPSLAB_ANOMALIB_PYTHON=PATH (a python that imports anomalib).
 bench: install
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script --quick; done
 	$(PY) benchmarks/plot_benchmarks.py --quick

@@ -7,13 +7,10 @@ with the meta.json layout both sides read), ``--epochs`` passes, batch 8, 518 px
 initialised ViT-L-14-336 (24 blocks, 37 x 37 tokens; no pretrained weights are downloaded).
 
 * ``authors``: their ``train.py`` from a checkout given with ``--reference`` (never part of this
-  repository), run unchanged through a small launcher written at run time (see
-  :data:`LAUNCHER`): it stands in for two packages their imports need and this environment lacks
-  (``pkg_resources.packaging``, ``thop``), points their weight download at a local file of random
-  weights in their own format (made by their own ``CLIP`` class, stored in float16 as OpenAI's
-  file is; they cast it to float32 on the CPU), lets their one ``.cuda()`` call return the tensor
-  on a machine without CUDA, and gives their data set the synthetic class names (their name
-  table only knows the real data sets). Making the weight file is not timed.
+  repository), run unchanged through the launcher of :mod:`authors_launcher` (stand-ins for
+  packages their imports need, random weights in their own format made by their own ``CLIP``
+  class, ``.cuda()`` on a machine without CUDA, the synthetic class names). Making the weight
+  file is not timed.
 * ``tpslab``: ``python -m tpslab train DATA --profile paper`` with the profile's own training
   settings (its feature cache on, on disk in float16, starting empty: the cold-cache cost of one
   run) and only what the measurement fixes: ``--pretrained none``, ``--device cpu``,
@@ -36,90 +33,15 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from authors_launcher import child_env, make_weights, run_script, timed  # benchmarks/authors_launcher.py
 from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 RESULTS = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results")) / "benchmarks"
 BACKBONE = "ViT-L-14-336"
-# the authors' CLIP class arguments for ViT-L/14@336px (OpenAI's): embed dim, resolution, vision
-# layers, width, patch, then text context, vocabulary, width, heads, layers
-AUTHORS_VIT_L = (768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12)
-
-# Imported first by both scripts below (run in the authors' folder):
-STUBS = r'''
-import sys, types
-# 1. packages their imports name that this environment lacks (only imported, not used in training)
-import packaging.version
-sys.modules.setdefault("pkg_resources", types.SimpleNamespace(packaging=packaging))
-if "thop" not in sys.modules:
-    try:
-        import thop  # noqa: F401
-    except ImportError:
-        sys.modules["thop"] = types.SimpleNamespace(profile=None)
-'''
-
-# Runs in the authors' folder (cwd); argv: weights file, data root, output folder, threads, epochs, batch, size.
-LAUNCHER = r'''
-import json, runpy, sys, time
-''' + STUBS + r'''
-from pathlib import Path
-
-weights, data, out, threads, epochs, batch, size = sys.argv[1:8]
-import torch
-torch.set_num_threads(int(threads))
-# 2. no CUDA here: their one .cuda() (the image labels) keeps the tensor where it is
-if not torch.cuda.is_available():
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
-sys.path.insert(0, ".")
-# 3. their loader downloads OpenAI's ViT-L/14@336px: use the local file of random weights instead
-import AnomalyCLIP_lib.model_load as model_load
-model_load._download = lambda url, root=None: weights
-# (a state dict, not a TorchScript archive as OpenAI's: their fallback re-reads the file that the failed
-# torch.jit.load left at its end, so the failed try rewinds it first)
-_jit_load = torch.jit.load
-def _rewinding_jit_load(f, *args, **kwargs):
-    try:
-        return _jit_load(f, *args, **kwargs)
-    except RuntimeError:
-        f.seek(0)
-        raise
-torch.jit.load = _rewinding_jit_load
-# 4. their class-name table only knows the real data sets: give it the synthetic classes
-import dataset
-classes = list(json.loads(Path(data, "meta.json").read_text())["test"])
-dataset.generate_class_info = lambda name: (classes, {c: i for i, c in enumerate(classes)})
-# 5. their empty mask of a normal image is a float64 array given to Image.fromarray with mode "L",
-# which Pillow >= 11 refuses (older versions accepted it): the same zeros as uint8
-import numpy as np
-from PIL import Image
-_fromarray = Image.fromarray
-def _fromarray_l(obj, mode=None):
-    if mode == "L" and getattr(obj, "dtype", np.uint8) != np.uint8:
-        obj = obj.astype(np.uint8)
-    return _fromarray(obj, mode=mode) if mode else _fromarray(obj)
-Image.fromarray = _fromarray_l
-sys.argv = ["train.py", "--train_data_path", data, "--save_path", out, "--dataset", "synthetic",
-            "--epoch", epochs, "--batch_size", batch, "--image_size", size]
-start = time.perf_counter()
-runpy.run_path("train.py", run_name="__main__")
-print(json.dumps({"train_py_s": time.perf_counter() - start}))
-'''
-
-MAKE_WEIGHTS = r'''
-import sys
-''' + STUBS + r'''
-sys.path.insert(0, ".")
-import torch
-from AnomalyCLIP_lib.CLIP import CLIP
-torch.manual_seed(0)
-model = CLIP(*[int(a) for a in sys.argv[2].split(",")])
-torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, sys.argv[1])
-'''
 
 
 def make_data(root: Path, images: int) -> Path:
@@ -138,33 +60,11 @@ def make_data(root: Path, images: int) -> Path:
     return root
 
 
-def timed(cmd: list[str], cwd: Path | None, env: dict[str, str], log: Path) -> float:
-    """Run ``cmd`` to the end, its output in ``log``; return its wall-clock seconds (raise if it fails)."""
-    start = time.perf_counter()
-    with open(log, "w") as fh:
-        done = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"{cmd[:4]} failed ({done.returncode}); its output: {log}\n" + log.read_text()[-3000:])
-    return seconds
-
-
-def child_env(threads: int, cache: Path | None = None) -> dict[str, str]:
-    """The environment of a measured run: the thread count fixed, warnings off, optional cache folder."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-    if cache is not None:
-        env["TPSLAB_CACHE"] = str(cache)
-    return env
-
-
 def run_authors(reference: Path, weights: Path, data: Path, out: Path, args: argparse.Namespace) -> float:
-    """The authors' train.py through :data:`LAUNCHER`; return its seconds."""
-    launcher = out.parent / "authors_launcher.py"
-    launcher.write_text(LAUNCHER)
-    cmd = [sys.executable, str(launcher), str(weights), str(data), str(out), str(args.threads), str(args.epochs),
-           str(args.batch), str(args.image_size)]
-    return timed(cmd, reference, child_env(args.threads), out.parent / f"{out.name}.log")
+    """The authors' train.py through the launcher (:mod:`authors_launcher`); return its seconds."""
+    argv = ["--train_data_path", str(data), "--save_path", str(out), "--dataset", "synthetic", "--epoch",
+            str(args.epochs), "--batch_size", str(args.batch), "--image_size", str(args.image_size)]
+    return run_script(reference, "train.py", argv, weights, data, args.threads, out.parent / f"{out.name}.log")
 
 
 def run_tpslab(data: Path, out: Path, cache: Path, args: argparse.Namespace, cached: bool = True) -> float:
@@ -218,8 +118,7 @@ def main() -> None:
         data = make_data(tmp / "data", args.images)
         weights = tmp / "authors-vit-l-14-336-random.pt"
         if args.reference:
-            subprocess.run([sys.executable, "-c", MAKE_WEIGHTS, str(weights), ",".join(map(str, AUTHORS_VIT_L))],
-                           cwd=args.reference, check=True, env=child_env(args.threads))
+            make_weights(args.reference, weights, args.threads)
         for rnd in range(1, args.rounds + 1):
             if args.reference:
                 sec = run_authors(args.reference.resolve(), weights, data, tmp / f"authors-{rnd}", args)

@@ -9,12 +9,29 @@ that the peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU) is
     python benchmarks/bench_winclip.py [--quick] [--device cuda] [--batch 8] [--max-tokens 32768]
 
 Prints a table and writes ``results/benchmarks/winclip_windows.csv``.
+
+``--anomalib PYTHON`` compares instead with anomalib's ``WinClipModel`` (the reference of
+``tpslab/methods/winclip.py``): PYTHON is the interpreter of a separate environment where
+``anomalib`` and ``open_clip_torch`` are importable (anomalib is no dependency of tpslab, and
+its code is never copied here). Both sides run on the CPU (or ``--device``) with the same random
+ViT-B-16-plus-240 weights (tpslab's seeded ones, saved and loaded into anomalib's model), the
+same ``--images`` random 240 px inputs and the class "bottle" (anomalib's window pass with its token
+layout put right for open_clip 3, see ``winclip_anomalib.py``; ``--anomalib-as-installed`` not),
+each in its own long-lived process with ``--threads`` torch threads; after one untimed pass each,
+``--rounds`` alternate one timed pass of each side (all images, in batches of ``--batch``; text
+embeddings computed before). It prints each round's seconds, the ratio anomalib / tpslab, the
+largest differences of image scores and maps, and writes ``results/benchmarks/winclip_anomalib.csv``::
+
+    python benchmarks/bench_winclip.py --anomalib /path/to/venv/bin/python [--images 2 --rounds 2]
+
+With ``$TPSLAB_ANOMALIB_PYTHON`` set, ``--quick`` (``make bench``) adds the comparison on one image.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,6 +40,7 @@ from pathlib import Path
 
 import torch
 from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
+from winclip_anomalib import compare_with_anomalib  # benchmarks/winclip_anomalib.py
 
 BACKBONES = ("tpslab-tiny", "ViT-B-16-plus-240")
 IMAGE_SIZE = 240
@@ -82,6 +100,7 @@ def measure(backbone: str, device: str, batch: int, repeats: int, max_tokens: in
 
 
 def main() -> None:
+    """Measure each backbone in its own process (or compare with anomalib), print the table, write the CSV."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 2 (1 for ViT-B-16-plus-240 on CPU), one repeat")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -91,7 +110,19 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure this backbone, print a JSON row
+    ap.add_argument("--anomalib", type=Path, default=os.environ.get("TPSLAB_ANOMALIB_PYTHON") or None,
+                    help="python of an environment with anomalib: compare with its WinClipModel instead (with "
+                         "--quick: after the table, 1 image, 1 round; default $TPSLAB_ANOMALIB_PYTHON)")
+    ap.add_argument("--images", type=int, default=2, help="--anomalib: random images of each timed pass")
+    ap.add_argument("--rounds", type=int, default=2, help="--anomalib: alternating timed passes of each side")
+    ap.add_argument("--threads", type=int, default=2, help="--anomalib: torch threads of each side")
+    ap.add_argument("--anomalib-as-installed", dest="fix_layout", action="store_false",
+                    help="--anomalib: leave its window pass's token layout as is (open_clip >= 2.24 is batch-first)")
     args = ap.parse_args()
+    if args.anomalib and not args.quick and not args.one:
+        compare_with_anomalib(args.anomalib, args.images, args.rounds, min(args.batch, args.images), args.threads,
+                              args.device, args.out.with_name("winclip_anomalib.csv"), args.fix_layout)
+        return
     if args.one:
         print(json.dumps(measure(args.one, args.device, args.batch, args.repeats, args.max_tokens)))
         return
@@ -111,6 +142,9 @@ def main() -> None:
         print(" | ".join(str(r[c]) for c in cols))
     print(f"(peak memory = {rows[0]['memory']}; {rows[0]['threads']} threads; max_tokens_per_call {args.max_tokens})")
     write_rows(args.out, rows)
+    if args.anomalib:  # --quick: the comparison at its smallest, after the table
+        compare_with_anomalib(args.anomalib, 1, 1, 1, args.threads, args.device,
+                              args.out.with_name("winclip_anomalib_quick.csv"), args.fix_layout)
 
 
 if __name__ == "__main__":
