@@ -104,3 +104,7 @@ def test_evaluate_with_a_profile(tmp_path, checkpoint, tiny_data, capsys):
     assert "| camera |" in out and "| coffee |" in out and "| chelsea |" not in out
     one_line_error(capsys, ["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint), "--profile",
                             "smoke", "--set", "evaluate.aupro_method=fast", "--quiet"])
+    # the smoke profile's weights (tpslab-mini's) are not forced on this tpslab-tiny checkpoint (above); a flag is
+    err = one_line_error(capsys, ["evaluate", str(tiny_data["heldout"]), "--checkpoint", str(checkpoint),
+                                  "--profile", "smoke", "--pretrained", "tpslab", "--classes", "camera", "--quiet"])
+    assert "no weights ship with tpslab for 'tpslab-tiny'" in err
