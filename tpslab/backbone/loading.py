@@ -34,13 +34,17 @@ WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 SHIPPED = "tpslab"  # pretrained="tpslab": the weights file that ships in WEIGHTS_DIR for the architecture
 
 
+def _shipped_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
 def shipped_weights(name: str) -> Path:
     """The weights file that ships with tpslab for architecture ``name`` (``pretrained="tpslab"``).
 
     Raises:
         TPSLabError: none ships for ``name``.
     """
-    path = WEIGHTS_DIR / f"{name}.safetensors"
+    path = _shipped_path(name)
     if not path.is_file():
         there = ", ".join(sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))) or "none"
         raise TPSLabError(f"no weights ship with tpslab for {name!r} (pretrained='tpslab' exists for: {there})")
@@ -143,7 +147,7 @@ def missing_weights_reason(name: str, pretrained: str | None, keys: list[str] | 
     """Why one backbone's weights cannot be loaded here, or None; ``keys`` are the settings that name them."""
     keys = keys or ["model.pretrained"]
     if pretrained == SHIPPED:
-        return None if (WEIGHTS_DIR / f"{name}.safetensors").is_file() else \
+        return None if _shipped_path(name).is_file() else \
             f"no weights ship with tpslab for {name!r} ({', '.join(keys)}='tpslab')"
     if name.startswith("local-dir:") or (pretrained and ("/" in pretrained or Path(pretrained).suffix)):
         path = Path(name.removeprefix("local-dir:") if name.startswith("local-dir:") else pretrained)

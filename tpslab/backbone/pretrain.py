@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 import tpslab
@@ -283,7 +283,7 @@ def heldout_state_scores(model: torch.nn.Module, tokenizer: Any,
 
 
 def load_weights(path: str | Path | None = None) -> tuple[torch.nn.Module, Any, PretrainConfig, dict[str, Any]]:
-    """A file written by :func:`write_weights` (default: the shipped ``tpslab-mini``), in float32, eval mode.
+    """A file written by :func:`write_weights` (default: the shipped ``tpslab-mini``), loaded as the methods load it.
 
     Returns:
         (model, tokenizer, the recipe that made it, its metadata with ``zero_shot`` and ``corpus`` as dicts).
@@ -296,9 +296,7 @@ def load_weights(path: str | Path | None = None) -> tuple[torch.nn.Module, Any, 
     if "pretrain" not in meta:
         raise TPSLabError(f"{path}: not written by tpslab pretrain-mini (no recipe in its metadata)")
     cfg = PretrainConfig.from_dict(json.loads(meta["pretrain"]))
-    model = new_model(cfg)
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    model.eval()
+    model = loading.load_clip(cfg.architecture, str(path))  # as every method loads it (frozen, float32, eval)
     for key in ("zero_shot", "corpus", "open_clip_config", "pretrain", "curve"):
         meta[key] = json.loads(meta.get(key, "[]"))
     return model, open_clip.get_tokenizer(cfg.architecture), cfg, meta
