@@ -11,7 +11,13 @@ from scipy.ndimage import gaussian_filter
 import tpslab
 from tpslab.data.dataset import AnomalyDataset
 from tpslab.evaluation.evaluate import EvalConfig, evaluate, evaluate_with, predict_dataset, score_class, smooth_maps
-from tpslab.evaluation.inference import StageTimer, default_workers, resolve_precision, stream_maps
+from tpslab.evaluation.inference import (
+    StageTimer,
+    cpu_bf16_attention,
+    default_workers,
+    resolve_precision,
+    stream_maps,
+)
 from tpslab.utils import TPSLabError
 
 CLS = "astronaut"  # a held-out class of the synthetic data
@@ -23,6 +29,10 @@ def model():
 
 
 def test_bf16_maps_correlate_with_fp32(model, tiny_data):
+    if not cpu_bf16_attention():  # no AVX-512 (or ATEN_CPU_CAPABILITY=default): a one-line error instead
+        with pytest.raises(TPSLabError, match="cannot run attention in bfloat16"):
+            resolve_precision("bf16", "cpu")
+        return
     ds = AnomalyDataset(tiny_data["heldout"], model.image_size, classes=None)
     items = [ds[i] for i in range(16)]
     runs = {}

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -50,14 +51,33 @@ def default_workers(device: torch.device | str = "cuda") -> int:
     return configs_default_workers(torch.device(device).type)
 
 
+@cache
+def cpu_bf16_attention() -> bool:
+    """Whether this CPU's PyTorch kernels run attention in bfloat16.
+
+    Without AVX-512 (or under ``ATEN_CPU_CAPABILITY=default``) PyTorch's CPU attention kernel
+    refuses bfloat16 inputs of a transformer's size ("pack_vnni2 is only supported when avx512 is
+    supported"), so bf16 autocast cannot run a CLIP there.
+    """
+    q = torch.zeros(1, 1, 128, 32, dtype=torch.bfloat16)
+    try:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    except RuntimeError:
+        return False
+    return True
+
+
 def resolve_precision(precision: str, device: torch.device | str, transductive: bool = False) -> str:
     """``auto`` -> ``fp32`` on the CPU and for transductive methods, ``bf16`` on CUDA (``fp16`` without bf16).
 
     Raises:
-        TPSLabError: an unknown precision.
+        TPSLabError: an unknown precision, or bf16 on a CPU whose kernels cannot run it.
     """
     if precision not in PRECISIONS:
         raise TPSLabError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu_bf16_attention():
+        raise TPSLabError("precision bf16: this CPU's PyTorch kernels cannot run attention in bfloat16 (it needs "
+                          "AVX-512); use fp32 (evaluate.precision=fp32, the CPU's default)")
     if precision != "auto":
         return precision
     if torch.device(device).type != "cuda" or transductive:
