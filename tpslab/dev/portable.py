@@ -30,6 +30,10 @@ NUMBERS = ROOT / "tests" / "notebook_numbers.csv"
 # moves most: 3.07 points measured between native AVX-512 and generic kernels, coffee's pixel AUPRO in 03):
 # tolerance 6.0; "percent": means over classes or data sets (at most 0.90 measured): tolerance 3.0.
 TOLERANCES = {"loss": 0.02, "percent": 3.0, "class": 6.0, "exact": 0.0}
+# Tables whose rows are metrics of a subset of images (as a class is), so they take the "class" tolerance:
+# 05's per-layer read-outs on 96 held-out images (layer 3's pathway pixel AUROC moved 3.9 points between native
+# AVX-512 and generic kernels on tpslab-mini, 2026-12-05).
+SUBSET_TABLES = ("05_layers",)
 LOSS_COLUMNS = ("loss", "image_loss", "seg_loss")
 # Tables of the notebooks whose numbers come from trained models (01's counts are checked by nbval).
 TRAINED_TABLE_PREFIXES = ("03_", "04_", "05_", "06_")
@@ -73,7 +77,8 @@ def _table_numbers(csv: Path, name: str | None = None) -> list[tuple[str, str, f
             if pd.api.types.is_integer_dtype(table[col]):
                 group = "exact"
             else:
-                group = "class" if "class" in labels and str(row["class"]) != "mean" else "percent"
+                subset = stem in SUBSET_TABLES or ("class" in labels and str(row["class"]) != "mean")
+                group = "class" if subset else "percent"
             rows.append((f"tables/{stem}/{label}/{col}", group, float(row[col])))
     return rows
 
