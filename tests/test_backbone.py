@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tpslab.backbone.core import build_backbone, default_layers, load_clip, resize_position_grid
+from tpslab.backbone import core
+from tpslab.backbone.core import (
+    Backbone,
+    SDPABlock,
+    build_backbone,
+    default_layers,
+    load_clip,
+    resize_position_grid,
+)
 from tpslab.utils import TPSLabError
 
 
@@ -41,6 +51,41 @@ def test_authors_embedding_skips_ln_post(bb, images):
     out = v.forward_intermediates(images, indices=[3], output_fmt="NLC", output_extra_tokens=True, intermediates_only=True)
     torch.testing.assert_close(theirs, out["image_intermediates_prefix"][0][:, 0] @ v.proj)
     assert not torch.allclose(ours, theirs)
+
+
+def test_vision_attention_through_sdpa_equals_open_clips(images):
+    """The swapped blocks compute what nn.MultiheadAttention's own path does, with the same state dict."""
+    clip = load_clip("tpslab-tiny", seed=0)
+    with torch.no_grad():  # open_clip's blocks: PyTorch's native fast path (eval, no grad)
+        expected = clip.visual(images)
+    keys = list(clip.state_dict())
+    bb = Backbone(clip, "tpslab-tiny")
+    assert all(type(b) is SDPABlock for b in clip.visual.transformer.resblocks)
+    assert not any(isinstance(b, SDPABlock) for b in clip.transformer.resblocks)  # text: masked, left as it is
+    assert list(clip.state_dict()) == keys
+    with torch.no_grad():
+        torch.testing.assert_close(bb.clip.visual(images), expected, atol=1e-5, rtol=1e-5)
+    copy.deepcopy(bb)  # a swapped class is still a plain module: copies and pickles
+
+
+def test_cpu_groups_change_no_feature(bb, images, monkeypatch):
+    """A batch split into groups on the CPU (one image a call here) gives each image's own features."""
+    whole = bb.encode_image(images), bb.encode_image_vv(images, start_block=2, out_blocks=(3, 4)), \
+        bb.raw_blocks(images, (2, 4))
+    monkeypatch.setattr(core, "CPU_TOKENS_PER_CALL", 1 + bb.grid_size ** 2)
+    calls = []
+    handle = bb.clip.visual.transformer.resblocks[0].register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    grouped = bb.encode_image(images), bb.encode_image_vv(images, start_block=2, out_blocks=(3, 4)), \
+        bb.raw_blocks(images, (2, 4))
+    handle.remove()
+    assert set(calls) == {1}  # every forward saw one image
+    for a, b in zip(whole[:2], grouped[:2]):
+        torch.testing.assert_close(b.embedding, a.embedding)
+        for pa, pb in zip(a.patches, b.patches, strict=True):
+            torch.testing.assert_close(pb, pa)
+    torch.testing.assert_close(grouped[2][0], whole[2][0])
+    for pa, pb in zip(whole[2][1], grouped[2][1], strict=True):
+        torch.testing.assert_close(pb, pa)
 
 
 def test_text_encoder_matches_open_clip_without_prompts(bb):

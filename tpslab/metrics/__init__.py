@@ -24,8 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
+from tpslab.metrics.bootstrap import image_metrics_from_hist
 from tpslab.metrics.pixel_pool import PixelPool, to_numpy
 
 __all__ = [
@@ -64,8 +64,22 @@ def _has_both_classes(labels: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- image level
 
 
+def _image_metric(name: str, labels: Any, scores: Any) -> float:
+    """One image-level metric, exact: counts of anomalous and normal images at each distinct score."""
+    y, s = _prepare(labels, scores)
+    if not _has_both_classes(y):
+        return NAN
+    _, inverse = np.unique(s, return_inverse=True)
+    pos = np.bincount(inverse.ravel(), weights=y.astype(np.float64))[None]  # (1, D), scores ascending
+    neg = np.bincount(inverse.ravel(), weights=(~y).astype(np.float64))[None]
+    return float(image_metrics_from_hist(pos, neg)[name][0])
+
+
 def image_auroc(labels: Any, scores: Any) -> float:
-    """Area under the ROC curve of per-image anomaly scores (scikit-learn ``roc_auc_score``).
+    """Area under the ROC curve of per-image anomaly scores (scikit-learn's ``roc_auc_score``, ties included).
+
+    Computed as the Mann-Whitney statistic ``P(s+ > s-) + P(s+ = s-) / 2`` over (anomalous,
+    normal) image pairs, from counts per distinct score (no scikit-learn import on this path).
 
     Args:
         labels: (N,) ground truth, 1 (or > 0.5) for anomalous images.
@@ -77,12 +91,14 @@ def image_auroc(labels: Any, scores: Any) -> float:
     >>> image_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
-    y, s = _prepare(labels, scores)
-    return float(roc_auc_score(y, s)) if _has_both_classes(y) else NAN
+    return _image_metric("image_auroc", labels, scores)
 
 
 def image_ap(labels: Any, scores: Any) -> float:
-    """Average precision of per-image anomaly scores (scikit-learn ``average_precision_score``).
+    """Average precision of per-image anomaly scores (scikit-learn's ``average_precision_score``, ties included).
+
+    ``sum_k (R_k - R_{k-1}) P_k`` over the distinct scores in decreasing order (step-wise, no
+    interpolation), as :func:`pixel_ap`.
 
     Args:
         labels: (N,) ground truth, 1 (or > 0.5) for anomalous images.
@@ -91,8 +107,7 @@ def image_ap(labels: Any, scores: Any) -> float:
     Returns:
         The AP in [0, 1], or NaN if only one class is present.
     """
-    y, s = _prepare(labels, scores)
-    return float(average_precision_score(y, s)) if _has_both_classes(y) else NAN
+    return _image_metric("image_ap", labels, scores)
 
 
 def image_metrics(labels: Any, scores: Any) -> dict[str, float]:

@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from tpslab.metrics.pixel_pool import to_numpy
 
-__all__ = ["PixelBootstrap", "image_samples", "interval", "resample_counts"]
+__all__ = ["PixelBootstrap", "image_metrics_from_hist", "image_samples", "interval", "resample_counts"]
 
 NAN = float("nan")
 _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as tpslab.metrics.pixel_pool labels regions
@@ -148,6 +148,19 @@ def image_samples(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) ->
     onehot[np.arange(scores.size), inverse.ravel()] = 1.0
     pos = weights @ (onehot * labels[:, None])  # (K, D) anomalous weight per distinct score, ascending
     neg = weights @ (onehot * ~labels[:, None])
+    return image_metrics_from_hist(pos, neg)
+
+
+def image_metrics_from_hist(pos: np.ndarray, neg: np.ndarray) -> dict[str, np.ndarray]:
+    """Image AUROC and AP per row from the anomalous and normal weight at each distinct score.
+
+    Args:
+        pos, neg: (K, D) weight (count) of anomalous and of normal images at each of the D distinct
+            scores, in ascending order of the scores.
+
+    Returns:
+        ``{"image_auroc": (K,), "image_ap": (K,)}`` as in :func:`image_samples`.
+    """
     auroc = _auroc_from_hist(pos, neg)
     tp, fp = _descending_cumsum(pos), _descending_cumsum(neg)  # weight with score >= each distinct score
     n_pos = tp[:, 0]
