@@ -23,6 +23,7 @@ here). ``--quick``: the tiny model, a few seconds. Writes ``results/benchmarks/f
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
@@ -57,6 +58,13 @@ def build(name: str, size: int) -> torch.nn.Module:
     return load_clip(name, None, size, seed=0)
 
 
+@torch.no_grad()
+def open_clip_patches(visual: torch.nn.Module, indices: list[int], images: torch.Tensor) -> list[torch.Tensor]:
+    """Projected patch tokens of blocks ``indices`` (0-based) through open_clip's own blocks."""
+    out = visual.forward_intermediates(images, indices=indices, output_fmt="NLC", intermediates_only=True)
+    return [visual.ln_post(t) @ visual.proj for t in out["image_intermediates"]]
+
+
 def best_per_image(fn, images: torch.Tensor, rounds: int) -> list[float]:
     """Seconds per image of ``fn(images)``, once per round (after one warm-up call)."""
     fn(images)
@@ -85,11 +93,7 @@ def main() -> None:
         n = len(visual.transformer.resblocks)
         indices = [max(1, round(b * n / 24)) - 1 for b in (6, 12, 18, 24)]
         x = torch.randn(max(batches), 3, size, size, generator=torch.Generator().manual_seed(0))
-
-        @torch.no_grad()
-        def theirs(images: torch.Tensor) -> list[torch.Tensor]:
-            out = visual.forward_intermediates(images, indices=indices, output_fmt="NLC", intermediates_only=True)
-            return [visual.ln_post(t) @ visual.proj for t in out["image_intermediates"]]
+        theirs = functools.partial(open_clip_patches, visual, indices)
 
         reference = {b: best_per_image(theirs, x[:b], args.rounds) for b in batches}  # before the blocks are swapped
         expected = theirs(x)

@@ -155,8 +155,9 @@ def image_metrics_from_hist(pos: np.ndarray, neg: np.ndarray) -> dict[str, np.nd
     """Image AUROC and AP per row from the anomalous and normal weight at each distinct score.
 
     Args:
-        pos, neg: (K, D) weight (count) of anomalous and of normal images at each of the D distinct
-            scores, in ascending order of the scores.
+        pos: (K, D) weight (count) of anomalous images at each of the D distinct scores, in
+            ascending order of the scores.
+        neg: (K, D) weight of normal images at each of the same scores.
 
     Returns:
         ``{"image_auroc": (K,), "image_ap": (K,)}`` as in :func:`image_samples`.
