@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tpslab.backbone import core
+from tpslab.backbone import features
 from tpslab.backbone.core import (
     Backbone,
     SDPABlock,
@@ -72,7 +72,7 @@ def test_cpu_groups_change_no_feature(bb, images, monkeypatch):
     """A batch split into groups on the CPU (one image a call here) gives each image's own features."""
     whole = bb.encode_image(images), bb.encode_image_vv(images, start_block=2, out_blocks=(3, 4)), \
         bb.raw_blocks(images, (2, 4))
-    monkeypatch.setattr(core, "CPU_TOKENS_PER_CALL", 1 + bb.grid_size ** 2)
+    monkeypatch.setattr(features, "CPU_TOKENS_PER_CALL", 1 + bb.grid_size ** 2)
     calls = []
     handle = bb.clip.visual.transformer.resblocks[0].register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
     grouped = bb.encode_image(images), bb.encode_image_vv(images, start_block=2, out_blocks=(3, 4)), \

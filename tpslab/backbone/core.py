@@ -15,25 +15,18 @@ The whole CLIP is frozen (``requires_grad=False``, eval mode).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
+from tpslab.backbone.attention import SDPABlock, use_sdpa_attention  # noqa: F401  (re-exported)
+from tpslab.backbone.features import ImageFeatures, encode_in_groups
 from tpslab.backbone.loading import CONFIG_DIR, load_clip, resize_position_grid  # noqa: F401  (re-exported)
 from tpslab.utils import TPSLabError
 
 PAPER_LAYERS = (6, 12, 18, 24)  # 1-based vision blocks whose patch tokens TPS uses (of 24)
-# At most this many tokens (images x (1 + L)) per vision forward on the CPU: the images of a larger
-# batch go through in groups. Measured on a 2-core Xeon (benchmarks/bench_forward.py): a 24-block
-# ViT at 518 px (1370 tokens an image) runs 1.5-2x slower per image at batch 8 than at batch 2,
-# its activations no longer fitting the caches; ViT-B-16 at 224 px is flat from 8 to 32 images.
-CPU_TOKENS_PER_CALL = 3072
 
 
 def default_layers(num_blocks: int) -> tuple[int, ...]:
@@ -43,66 +36,6 @@ def default_layers(num_blocks: int) -> tuple[int, ...]:
     ((6, 12, 18, 24), (3, 6, 9, 12), (1, 2, 3, 4))
     """
     return tuple(max(1, round(b * num_blocks / 24)) for b in PAPER_LAYERS)
-
-
-@dataclass
-class ImageFeatures:
-    """What the frozen image encoder gives TPS for a batch.
-
-    Attributes:
-        embedding: (B, D) image embedding in the joint space (not normalised).
-        patches: one (B, L, D) tensor per selected block, patch tokens in the joint space.
-    """
-
-    embedding: torch.Tensor
-    patches: list[torch.Tensor]
-
-    def to(self, device: torch.device | str) -> ImageFeatures:
-        """The same features on ``device``."""
-        return ImageFeatures(self.embedding.to(device), [p.to(device) for p in self.patches])
-
-    def index(self, idx: torch.Tensor | slice) -> ImageFeatures:
-        """The features of the images ``idx`` selects."""
-        return ImageFeatures(self.embedding[idx], [p[idx] for p in self.patches])
-
-    @staticmethod
-    def cat(parts: list[ImageFeatures]) -> ImageFeatures:
-        """The features of several batches, one after the other."""
-        return ImageFeatures(torch.cat([f.embedding for f in parts]),
-                             [torch.cat(p) for p in zip(*(f.patches for f in parts), strict=True)])
-
-
-class SDPABlock(ResidualAttentionBlock):
-    """open_clip's transformer block, its self-attention computed by ``scaled_dot_product_attention``.
-
-    The same math as ``nn.MultiheadAttention`` (packed q, k, v projection, heads, softmax(q k^T /
-    sqrt(d_head)) v, output projection) and the same parameters, so the state dict is unchanged.
-    In eval mode without gradients ``nn.MultiheadAttention`` takes PyTorch's native fast path, which
-    on the CPU materialises every head's (L, L) attention matrix; the fused SDPA kernel does not. On
-    a 2-core Xeon, ViT-L-14-336 at 518 px (1370 tokens) runs 10-15% faster per image this way, a
-    24-block ViT of width 128 at batch 8 1.5x faster (benchmarks/bench_forward.py); at 224 px the
-    two are within noise. Cross-attention and masked attention keep open_clip's path.
-    """
-
-    def attention(self, q_x: torch.Tensor, k_x: torch.Tensor | None = None, v_x: torch.Tensor | None = None,
-                  attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention of ``q_x`` (B, L, W), batch first; anything else goes to open_clip's own."""
-        attn = self.attn
-        if k_x is not None or v_x is not None or attn_mask is not None or not attn.batch_first:
-            return super().attention(q_x, k_x, v_x, attn_mask)
-        qkv = F.linear(q_x, attn.in_proj_weight, attn.in_proj_bias)  # (B, L, 3W)
-        q, k, v = qkv.unflatten(-1, (3, attn.num_heads, -1)).permute(2, 0, 3, 1, 4)  # each (B, heads, L, d_head)
-        o = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if self.training else 0.0)
-        return attn.out_proj(o.transpose(1, 2).flatten(2))  # (B, L, W)
-
-
-def use_sdpa_attention(transformer: nn.Module) -> None:
-    """Turn ``transformer``'s open_clip blocks with packed self-attention into :class:`SDPABlock` (in place)."""
-    for block in transformer.resblocks:
-        attn = getattr(block, "attn", None)
-        if type(block) is ResidualAttentionBlock and isinstance(attn, nn.MultiheadAttention) \
-                and attn.in_proj_weight is not None and attn.bias_k is None:
-            block.__class__ = SDPABlock
 
 
 class Backbone(nn.Module):
@@ -138,6 +71,11 @@ class Backbone(nn.Module):
     def grid_size(self) -> int:
         """Patches per side g (L = g * g patch tokens)."""
         return self.clip.visual.grid_size[0]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens of an image in the vision transformer (1 + L: the class token and the patches)."""
+        return 1 + self.grid_size ** 2
 
     @property
     def embed_dim(self) -> int:
@@ -177,7 +115,7 @@ class Backbone(nn.Module):
         self._check_size(images)
         if embedding not in ("open_clip", "authors"):
             raise TPSLabError(f"image embedding must be 'open_clip' or 'authors', got {embedding!r}")
-        return self._in_groups(images, lambda group: self._encode_image(group, embedding))
+        return encode_in_groups(images, self.num_tokens, lambda group: self._encode_image(group, embedding))
 
     def _encode_image(self, images: torch.Tensor, embedding: str) -> ImageFeatures:
         visual = self.clip.visual
@@ -249,7 +187,8 @@ class Backbone(nn.Module):
             raise TPSLabError(f"V-V blocks (start {start}, out {outs}) out of range for {self.name} ({n} blocks)")
         if embedding not in ("authors", "open_clip"):
             raise TPSLabError(f"image embedding must be 'open_clip' or 'authors', got {embedding!r}")
-        return self._in_groups(images, lambda group: self._encode_image_vv(group, start, outs, embedding))
+        return encode_in_groups(images, self.num_tokens,
+                                lambda group: self._encode_image_vv(group, start, outs, embedding))
 
     def _encode_image_vv(self, images: torch.Tensor, start: int, outs: tuple[int, ...],
                          embedding: str) -> ImageFeatures:
@@ -298,19 +237,8 @@ class Backbone(nn.Module):
             by_block = dict(zip(indices, out["image_intermediates"]))  # block index -> (B, L, W)
             return ImageFeatures(out["image_features"].float(), [by_block[b - 1].float() for b in blocks])
 
-        features = self._in_groups(images, encode)
+        features = encode_in_groups(images, self.num_tokens, encode)
         return features.embedding, features.patches
-
-    def _in_groups(self, images: torch.Tensor, encode: Callable[[torch.Tensor], ImageFeatures]) -> ImageFeatures:
-        """``encode(images)``; on the CPU in groups of at most :data:`CPU_TOKENS_PER_CALL` tokens.
-
-        Each image's features are its own (the transformer never mixes images), so grouping changes
-        only the speed, and the last bits of float sums.
-        """
-        per_call = max(1, CPU_TOKENS_PER_CALL // (1 + self.grid_size ** 2))
-        if images.device.type != "cpu" or images.shape[0] <= per_call:
-            return encode(images)
-        return ImageFeatures.cat([encode(group) for group in images.split(per_call)])
 
     def _check_size(self, images: torch.Tensor) -> None:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tpslab.metrics.bootstrap import image_metrics_from_hist
+from tpslab.metrics.hist import image_metrics_from_hist
 from tpslab.metrics.pixel_pool import PixelPool, to_numpy
 
 __all__ = [

@@ -38,9 +38,10 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage
 
+from tpslab.metrics.hist import auroc_from_hist, descending_cumsum, image_metrics_from_hist
 from tpslab.metrics.pixel_pool import to_numpy
 
-__all__ = ["PixelBootstrap", "image_metrics_from_hist", "image_samples", "interval", "resample_counts"]
+__all__ = ["PixelBootstrap", "image_samples", "interval", "resample_counts"]
 
 NAN = float("nan")
 _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as tpslab.metrics.pixel_pool labels regions
@@ -91,28 +92,6 @@ def _as_counts(counts: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
-def _auroc_from_hist(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUROC per row from weighted counts per ascending score bin, ties (same bin) as half.
-
-    Args:
-        pos: (K, B) weighted anomalous counts per bin.
-        neg: (K, B) weighted normal counts per bin.
-
-    Returns:
-        (K,) AUROC, NaN where a row has no positive or no negative weight.
-    """
-    below = np.cumsum(neg, axis=1) - neg  # normal weight in lower bins
-    wins = np.sum(pos * (below + 0.5 * neg), axis=1)
-    total = pos.sum(axis=1) * neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, wins / total, NAN)
-
-
-def _descending_cumsum(x: np.ndarray) -> np.ndarray:
-    """Per row, the sum of each bin and all higher bins (bins ascending)."""
-    return np.cumsum(x[:, ::-1], axis=1)[:, ::-1]
-
-
 # --------------------------------------------------------------------------- image level
 
 
@@ -149,26 +128,6 @@ def image_samples(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) ->
     pos = weights @ (onehot * labels[:, None])  # (K, D) anomalous weight per distinct score, ascending
     neg = weights @ (onehot * ~labels[:, None])
     return image_metrics_from_hist(pos, neg)
-
-
-def image_metrics_from_hist(pos: np.ndarray, neg: np.ndarray) -> dict[str, np.ndarray]:
-    """Image AUROC and AP per row from the anomalous and normal weight at each distinct score.
-
-    Args:
-        pos: (K, D) weight (count) of anomalous images at each of the D distinct scores, in
-            ascending order of the scores.
-        neg: (K, D) weight of normal images at each of the same scores.
-
-    Returns:
-        ``{"image_auroc": (K,), "image_ap": (K,)}`` as in :func:`image_samples`.
-    """
-    auroc = _auroc_from_hist(pos, neg)
-    tp, fp = _descending_cumsum(pos), _descending_cumsum(neg)  # weight with score >= each distinct score
-    n_pos = tp[:, 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp > 0, tp / (tp + fp), 0.0)  # bins with tp == 0 have no recall step anyway
-        ap = np.where((n_pos > 0) & (fp[:, 0] > 0), np.sum(pos * precision, axis=1) / n_pos, NAN)
-    return {"image_auroc": auroc, "image_ap": ap}
 
 
 # --------------------------------------------------------------------------- pixel level
@@ -325,8 +284,8 @@ class PixelBootstrap:
             pos, neg = c @ self.anomalous, c @ self.normal
             n_neg, n_reg = neg.sum(axis=1, keepdims=True), c @ self.n_regions
             with np.errstate(invalid="ignore", divide="ignore"):
-                fpr = _descending_cumsum(neg) / n_neg  # FPR at each bin's lower edge
-                pro = _descending_cumsum(c @ self.region_fractions) / n_reg[:, None]
+                fpr = descending_cumsum(neg) / n_neg  # FPR at each bin's lower edge
+                pro = descending_cumsum(c @ self.region_fractions) / n_reg[:, None]
             yield rows, pos, neg, fpr, pro, (n_neg[:, 0] > 0) & (n_reg > 0)
 
     def _curve(self, fpr: np.ndarray, pro: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +308,7 @@ class PixelBootstrap:
         auroc, aupro = np.full(weights.shape[0], NAN), np.full(weights.shape[0], NAN)
         limit = self.fpr_limit
         for rows, pos, neg, fpr, pro, defined in self._chunks(weights):
-            auroc[rows] = _auroc_from_hist(pos, neg)
+            auroc[rows] = auroc_from_hist(pos, neg)
             x, y = self._curve(fpr, pro)
             x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
             width = np.clip(np.minimum(x1, limit) - x0, 0.0, None)  # each segment's part below the limit
