@@ -41,6 +41,10 @@ def default_layers(num_blocks: int) -> tuple[int, ...]:
 class Backbone(nn.Module):
     """A frozen open_clip CLIP with the encoders TPS needs.
 
+    Wrapping turns ``clip``'s vision blocks into :class:`~tpslab.backbone.attention.SDPABlock` in
+    place (the same math and state dict, attention through PyTorch's fused kernel), and on the CPU
+    the image encoders take a batch in groups (:func:`~tpslab.backbone.features.encode_in_groups`).
+
     Args:
         clip: an open_clip ``CLIP`` model (ViT image tower, standard text tower).
         name: its architecture name (kept for checkpoints and error messages).

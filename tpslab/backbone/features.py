@@ -9,7 +9,7 @@ import torch
 
 # At most this many tokens (images x (1 + L)) per vision forward on the CPU: the images of a larger
 # batch go through in groups. Measured on a 2-core Xeon (benchmarks/bench_forward.py): a 24-block
-# ViT at 518 px (1370 tokens an image) runs 1.5-2x slower per image at batch 8 than at batch 2,
+# ViT at 518 px (1370 tokens an image) runs 1.3-2x slower per image at batch 8 than at batch 2,
 # its activations no longer fitting the caches; ViT-B-16 at 224 px is flat from 8 to 32 images.
 CPU_TOKENS_PER_CALL = 3072
 
