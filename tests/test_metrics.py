@@ -381,3 +381,13 @@ def test_benchmark_baselines_agree() -> None:
                                                                         abs=1e-9)
     assert metrics.pixel_metrics(masks, maps) == pytest.approx(bench.old_pixel_metrics(masks, maps), abs=1e-9)
     assert metrics.pixel_metrics(masks, maps) == pytest.approx(brute_pixel_metrics(masks, maps), abs=1e-9)
+
+
+def test_evaluation_does_not_import_scikit_learn() -> None:
+    """Scikit-learn takes ~0.8 s to import: the evaluation path (and its image metrics) must not need it."""
+    import subprocess
+    import sys
+
+    code = "import sys, tpslab.evaluation.evaluate, tpslab.metrics; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
