@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
+from common import register_bench_models, write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 RESULTS = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results")) / "benchmarks"
 # (label, backbone, image size, images on CPU quick / CPU full / GPU, batch size)
@@ -41,21 +41,6 @@ CASES = [
     ("ViT-L-14-336@518", "ViT-L-14-336", 518, (2, 6, 200), 8),
 ]
 DONE_WHEN = ("ref24-p14@518 (issue 13)", "bench-ref24-p14", 518, (60, 60, 60), 8)
-# tpslab-ref24 (24 blocks, width 128) with 14 px patches from 224 px: 37 x 37 tokens at 518 px, as ViT-L-14-336
-# (tpslab-ref24's 8 px patches give 64 x 64 tokens there, and a forward 30x the issue's 9.7 s)
-REF24_P14 = {"embed_dim": 64, "vision_cfg": {"image_size": 224, "layers": 24, "width": 128, "head_width": 64,
-                                             "patch_size": 14},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 12}}
-
-
-def register_bench_models(folder: Path) -> None:
-    """Register the benchmark-only architectures with open_clip (``bench-ref24-p14``)."""
-    import open_clip
-
-    (folder / "bench-ref24-p14.json").write_text(json.dumps(REF24_P14))
-    open_clip.add_model_config(folder)
-
-
 def peak_mb(device: torch.device) -> float:
     """This process's peak memory in MB: RSS on the CPU, allocated tensor memory on CUDA."""
     if device.type == "cuda":

@@ -12,7 +12,7 @@ For each model and batch size this times ``forward_intermediates`` of four block
 reads) through open_clip's blocks (``open_clip``), then ``Backbone.encode_image`` (``tpslab``),
 alternating for ``--rounds`` rounds on the same random weights and images, and prints the best
 seconds per image of each and their ratio, and the largest difference of the patch tokens. The
-models: ``tpslab-ref24`` with 14 px patches at 518 px (24 blocks of width 128, 1370 tokens an
+models: ``bench-ref24-p14`` (``tpslab-ref24`` with 14 px patches) at 518 px (24 blocks of width 128, 1370 tokens an
 image: the cheap model of ``bench_evaluate_authors.py --cheap``), ViT-B-16 at 224 px (197
 tokens), and with ``--full`` ViT-L-14-336 at 518 px (the paper's setting; about 5 s an image
 here). ``--quick``: the tiny model, a few seconds. Writes ``results/benchmarks/forward[_quick].csv``.
@@ -26,36 +26,24 @@ import argparse
 import functools
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import write_rows  # benchmarks/common.py (the script's folder is on sys.path)
+from common import register_bench_models, write_rows  # benchmarks/common.py (the script's folder is on sys.path)
 
 from tpslab.backbone.core import Backbone, load_clip
 
 RESULTS = Path(os.environ.get("TPSLAB_RESULTS", Path(__file__).resolve().parents[1] / "results")) / "benchmarks"
-REF24_P14 = {"embed_dim": 64, "quick_gelu": True,
-             "vision_cfg": {"image_size": 518, "layers": 24, "width": 128, "head_width": 64, "patch_size": 14},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 12}}
 
 
 def models(quick: bool, full: bool) -> list[tuple[str, int, tuple[int, ...]]]:
     """(model, image size, batch sizes) to measure."""
     if quick:
         return [("tpslab-tiny", 64, (1, 8))]
-    cases = [("tpslab-ref24-p14", 518, (1, 2, 8)), ("ViT-B-16", 224, (1, 8, 32))]
+    cases = [("bench-ref24-p14", 518, (1, 2, 8)), ("ViT-B-16", 224, (1, 8, 32))]
     return cases + ([("ViT-L-14-336", 518, (1, 4))] if full else [])
-
-
-def build(name: str, size: int) -> torch.nn.Module:
-    """The CLIP on seeded random weights, with open_clip's own blocks."""
-    if name == "tpslab-ref24-p14":
-        import open_clip
-
-        torch.manual_seed(0)
-        return open_clip.model.CLIP(**REF24_P14).eval()
-    return load_clip(name, None, size, seed=0)
 
 
 @torch.no_grad()
@@ -87,8 +75,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        register_bench_models(Path(tmp))
     for name, size, batches in models(args.quick, args.full):
-        clip = build(name, size)
+        clip = load_clip(name, None, size, seed=0)  # seeded random weights, open_clip's own blocks
         visual = clip.visual
         n = len(visual.transformer.resblocks)
         indices = [max(1, round(b * n / 24)) - 1 for b in (6, 12, 18, 24)]
@@ -97,8 +87,7 @@ def main() -> None:
 
         reference = {b: best_per_image(theirs, x[:b], args.rounds) for b in batches}  # before the blocks are swapped
         expected = theirs(x)
-        tokenizer = "tpslab-ref24" if name == "tpslab-ref24-p14" else name  # Backbone names its tokenizer
-        backbone = Backbone(clip, tokenizer, tuple(i + 1 for i in indices))  # swaps the vision blocks to SDPA
+        backbone = Backbone(clip, name, tuple(i + 1 for i in indices))  # swaps the vision blocks to SDPA
         ours = {b: best_per_image(backbone.encode_image, x[:b], args.rounds) for b in batches}
         diff = max(float((a - b).abs().max()) for a, b in zip(expected, backbone.encode_image(x).patches))
         for b in batches:
