@@ -64,15 +64,15 @@ def _has_both_classes(labels: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- image level
 
 
-def _image_metric(name: str, labels: Any, scores: Any) -> float:
-    """One image-level metric, exact: counts of anomalous and normal images at each distinct score."""
+def _image_metrics(labels: Any, scores: Any) -> dict[str, float]:
+    """Both image-level metrics, exact: counts of anomalous and normal images at each distinct score."""
     y, s = _prepare(labels, scores)
     if not _has_both_classes(y):
-        return NAN
+        return {"image_auroc": NAN, "image_ap": NAN}
     _, inverse = np.unique(s, return_inverse=True)
     pos = np.bincount(inverse.ravel(), weights=y.astype(np.float64))[None]  # (1, D), scores ascending
     neg = np.bincount(inverse.ravel(), weights=(~y).astype(np.float64))[None]
-    return float(image_metrics_from_hist(pos, neg)[name][0])
+    return {k: float(v[0]) for k, v in image_metrics_from_hist(pos, neg).items()}
 
 
 def image_auroc(labels: Any, scores: Any) -> float:
@@ -91,7 +91,7 @@ def image_auroc(labels: Any, scores: Any) -> float:
     >>> image_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
-    return _image_metric("image_auroc", labels, scores)
+    return _image_metrics(labels, scores)["image_auroc"]
 
 
 def image_ap(labels: Any, scores: Any) -> float:
@@ -107,12 +107,12 @@ def image_ap(labels: Any, scores: Any) -> float:
     Returns:
         The AP in [0, 1], or NaN if only one class is present.
     """
-    return _image_metric("image_ap", labels, scores)
+    return _image_metrics(labels, scores)["image_ap"]
 
 
 def image_metrics(labels: Any, scores: Any) -> dict[str, float]:
     """Image-level metrics as a dict with keys ``image_auroc`` and ``image_ap``."""
-    return {"image_auroc": image_auroc(labels, scores), "image_ap": image_ap(labels, scores)}
+    return _image_metrics(labels, scores)
 
 
 # --------------------------------------------------------------------------- pixel level
