@@ -148,8 +148,12 @@ def test_the_shipped_weights_measure_what_they_record():
     assert cfg == PretrainConfig(**{**asdict(PretrainConfig()), "save_every": cfg.save_every})  # today's recipe
     assert meta["curve"] and meta["curve"][-1]["step"] < cfg.steps
     now = zero_shot(model, tokenizer, cfg)
+    # Another CPU or attention kernel changes the last bits and flips a few images: retrieval picks one of 256
+    # captions, many nearly tied (measured 14.06-16.02 against 14.45 recorded: up to 4 images, 0.39 points each);
+    # the AUROCs rank pairs and move less.
     for key, recorded in meta["zero_shot"].items():
-        assert abs(now[key] - recorded) <= 1.0, (key, now[key], recorded)  # one or two images may flip on another CPU
+        tolerance = 2.0 if key in ("class_accuracy", "retrieval_r1") else 1.0
+        assert abs(now[key] - recorded) <= tolerance, (key, now[key], recorded)
     assert meta["zero_shot"]["state_auroc_heldout"] >= 80  # the words carry the state to unseen classes
 
 
